@@ -1,0 +1,233 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
+)
+
+// setting is one configuration value: an environment variable and the flag
+// of the same meaning. The flag wins over the variable, which wins over the
+// default.
+type setting struct {
+	env, flag, def, help string
+	secret               bool
+	set                  func(string) error
+}
+
+// settings binds names to targets and parses them.
+type settings struct {
+	list []*setting
+}
+
+func (s *settings) add(env, flagName, def, help string, set func(string) error) *setting {
+	st := &setting{env: env, flag: flagName, def: def, help: help, set: set}
+	s.list = append(s.list, st)
+	return st
+}
+
+func (s *settings) str(p *string, env, flagName, def, help string) *setting {
+	return s.add(env, flagName, def, help, func(v string) error { *p = strings.TrimSpace(v); return nil })
+}
+
+func (s *settings) dur(p *time.Duration, env, flagName, def, help string) *setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 500ms, 30s or 2m", v)
+		}
+		*p = d
+		return nil
+	})
+}
+
+func (s *settings) num(p *int, env, flagName, def, help string) *setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+		return nil
+	})
+}
+
+func (s *settings) boolean(p *bool, env, flagName, def, help string) *setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*p = b
+		return nil
+	})
+}
+
+func (s *settings) durList(p *[]time.Duration, env, flagName, def, help string) *setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		var out []time.Duration
+		for _, part := range strings.Split(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			d, err := time.ParseDuration(part)
+			if err != nil {
+				return fmt.Errorf("%q is not a comma list of durations such as 1s,5s,30s,2m", v)
+			}
+			out = append(out, d)
+		}
+		*p = out
+		return nil
+	})
+}
+
+func (s *settings) strList(p *[]string, env, flagName, def, help string) *setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		var out []string
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+		*p = out
+		return nil
+	})
+}
+
+// parse applies defaults, then the environment, then the flags in args.
+// Every error names the setting.
+func (s *settings) parse(name string, args []string, getenv func(string) string, stderr io.Writer) error {
+	for _, st := range s.list {
+		v, from := st.def, "default"
+		if e := getenv(st.env); e != "" {
+			v, from = e, st.env
+		}
+		if v == "" {
+			continue
+		}
+		if err := st.set(v); err != nil {
+			return fmt.Errorf("%s (%s): %w", st.env, from, err)
+		}
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, st := range s.list {
+		fs.Func(st.flag, st.help, func(v string) error {
+			if err := st.set(v); err != nil {
+				return fmt.Errorf("%s: %w", st.env, err)
+			}
+			return nil
+		})
+	}
+	fs.Usage = func() { s.usage(stderr, name) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
+	}
+	return nil
+}
+
+func (s *settings) usage(w io.Writer, name string) {
+	fmt.Fprintf(w, "Usage: tallyfy-deleter %s [flags]\n\nEvery flag can also be set by its environment variable; the flag wins.\n\n", name)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FLAG\tENV\tDEFAULT\tMEANING")
+	for _, st := range s.list {
+		def := st.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "--%s\t%s\t%s\t%s\n", st.flag, st.env, def, st.help)
+	}
+	tw.Flush()
+}
+
+// runConfig is everything `run` needs.
+type runConfig struct {
+	NATSURL, NATSCreds string
+	APIURL             string
+	Token, TokenFile   string
+	LogLevel           string
+	LogFormat          string
+	Worker             worker.Config
+	provision          bool
+}
+
+func runSettings(c *runConfig) *settings {
+	s := &settings{}
+	w := &c.Worker
+	s.str(&c.NATSURL, "NATS_URL", "nats-url", "nats://127.0.0.1:4222", "NATS server URL; several, comma-separated, for a cluster")
+	s.str(&c.NATSCreds, "NATS_CREDS", "nats-creds", "", "NATS credentials file (optional)")
+	s.str(&c.APIURL, "TALLYFY_API_URL", "tallyfy-api-url", tallyfy.DefaultBaseURL, "Tallyfy API base URL")
+	s.str(&c.Token, "TALLYFY_ACCESS_TOKEN", "tallyfy-access-token", "", "Tallyfy personal access token (prefer the variable or the file: flags show in ps)").secret = true
+	s.str(&c.TokenFile, "TALLYFY_ACCESS_TOKEN_FILE", "tallyfy-access-token-file", "", "file holding the access token, re-read when it changes")
+	s.str(&w.DefaultOrg, "TALLYFY_ORG_ID", "tallyfy-org-id", "", "organization of jobs that name none")
+	s.strList(&w.AllowedOrgs, "TALLYFY_ALLOWED_ORGS", "tallyfy-allowed-orgs", "", "comma list of organizations jobs may name; '*' for any (default: TALLYFY_ORG_ID only)")
+	s.num(&w.Concurrency, "DELETER_CONCURRENCY", "concurrency", "16", "jobs in flight per worker")
+	s.num(&w.MaxDeliver, "DELETER_MAX_DELIVER", "max-deliver", "5", "deliveries of a job before retries_exhausted")
+	s.durList(&w.Backoff, "DELETER_BACKOFF", "backoff", "1s,5s,30s,2m", "delays before each retry of a failed delivery; the last repeats")
+	s.dur(&w.APITimeout, "DELETER_API_TIMEOUT", "api-timeout", "10s", "timeout of one Tallyfy call")
+	s.num(&w.BreakerFailures, "DELETER_BREAKER_FAILURES", "breaker-failures", "5", "consecutive failures that open the circuit breaker")
+	s.dur(&w.BreakerTimeout, "DELETER_BREAKER_TIMEOUT", "breaker-timeout", "30s", "how long the breaker stays open (also the pause after a 401)")
+	s.dur(&w.ShutdownTimeout, "DELETER_SHUTDOWN_TIMEOUT", "shutdown-timeout", "25s", "grace period for in-flight jobs at shutdown")
+	s.dur(&w.AckWait, "DELETER_ACK_WAIT", "ack-wait", "30s", "the consumer's ack wait")
+	s.boolean(&c.provision, "DELETER_PROVISION", "provision", "true", "create or update the streams and the consumer at start")
+	s.str(&w.WorkerID, "DELETER_WORKER_ID", "worker-id", "", "this worker's name in events (default: the host name)")
+	s.dur(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams (default: the longer of 10m and the longest retry path)")
+	s.dur(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept")
+	s.num(&w.Replicas, "DELETER_STREAM_REPLICAS", "stream-replicas", "1", "replicas of the streams it creates (3 on a cluster)")
+	s.str(&w.JobsStream, "DELETER_JOBS_STREAM", "jobs-stream", worker.DefaultJobsStream, "jobs stream")
+	s.str(&w.JobsSubject, "DELETER_JOBS_SUBJECT", "jobs-subject", worker.DefaultJobsSubject, "jobs subject")
+	s.str(&w.Consumer, "DELETER_CONSUMER", "consumer", worker.DefaultConsumer, "durable consumer shared by the pool")
+	s.str(&w.ResultsStream, "DELETER_RESULTS_STREAM", "results-stream", worker.DefaultResultsStream, "results stream")
+	s.str(&w.ResultsSubject, "DELETER_RESULTS_SUBJECT", "results-subject", worker.DefaultResultsSubject, "results subject prefix: events go to <prefix>.<outcome>")
+	s.str(&w.DLQStream, "DELETER_DLQ_STREAM", "dlq-stream", worker.DefaultDLQStream, "dead-letter stream")
+	s.str(&w.DLQSubject, "DELETER_DLQ_SUBJECT", "dlq-subject", worker.DefaultDLQSubject, "dead-letter subject prefix: dead letters go to <prefix>.<reason>")
+	s.str(&c.LogLevel, "LOG_LEVEL", "log-level", "info", "debug, info, warn or error")
+	s.str(&c.LogFormat, "LOG_FORMAT", "log-format", "json", "json or console")
+	return s
+}
+
+// loadRunConfig reads the settings of `run` and checks those that the
+// worker does not check itself.
+func loadRunConfig(args []string, getenv func(string) string, stderr io.Writer) (*runConfig, error) {
+	c := &runConfig{}
+	if err := runSettings(c).parse("run", args, getenv, stderr); err != nil {
+		return nil, err
+	}
+	c.Worker.SkipProvision = !c.provision
+	var errs []error
+	switch {
+	case c.Token != "" && c.TokenFile != "":
+		errs = append(errs, errors.New("TALLYFY_ACCESS_TOKEN and TALLYFY_ACCESS_TOKEN_FILE are both set: set one"))
+	case c.Token == "" && c.TokenFile == "":
+		errs = append(errs, errors.New("no credentials: set TALLYFY_ACCESS_TOKEN or TALLYFY_ACCESS_TOKEN_FILE"))
+	case c.TokenFile != "":
+		if _, err := os.Stat(c.TokenFile); err != nil {
+			errs = append(errs, fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err))
+		}
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("LOG_FORMAT must be json or console, not %q", c.LogFormat))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Worker.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}

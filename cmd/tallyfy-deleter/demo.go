@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
+)
+
+// demoCase is one row of the outcome table, played against the fake API.
+type demoCase struct {
+	what   string
+	body   string
+	setup  func(api *testutil.FakeTallyfy)
+	expect string // outcome/reason
+}
+
+const (
+	demoOrg      = "acme"
+	demoOtherOrg = "globex" // allowed, but the service user is no admin there
+)
+
+func demoCases() []demoCase {
+	job := func(org, run string) string {
+		return fmt.Sprintf(`{"org_id":%q,"run_id":%q,"request_id":"demo-%s"}`, org, run, run)
+	}
+	return []demoCase{
+		{"archived run: 200", job(demoOrg, "run-archived"), func(a *testutil.FakeTallyfy) { a.AddRun(demoOrg, "run-archived", true) }, "deleted"},
+		{"archived run: 204 (older API)", job(demoOrg, "run-204"), func(a *testutil.FakeTallyfy) {
+			a.Script(demoOrg, "run-204", testutil.Response{Status: 204})
+		}, "deleted"},
+		{"default org from TALLYFY_ORG_ID", `{"run_id":"run-default-org"}`, func(a *testutil.FakeTallyfy) { a.AddRun(demoOrg, "run-default-org", true) }, "deleted"},
+		{"unknown run: 404", job(demoOrg, "run-missing"), nil, "not_found"},
+		{"run not archived: 422", job(demoOrg, "run-active"), func(a *testutil.FakeTallyfy) { a.AddRun(demoOrg, "run-active", false) }, "dead_lettered/not_archived"},
+		{"no admin rights: 403", job(demoOtherOrg, "run-locked"), func(a *testutil.FakeTallyfy) {
+			a.AddRun(demoOtherOrg, "run-locked", true)
+			a.SetAdmin(demoOtherOrg, false)
+		}, "dead_lettered/forbidden"},
+		{"other 4xx: 409", job(demoOrg, "run-conflict"), func(a *testutil.FakeTallyfy) {
+			a.Script(demoOrg, "run-conflict", testutil.Response{Status: 409, Body: `{"message":"conflict"}`})
+		}, "dead_lettered/rejected"},
+		{"503, then 200", job(demoOrg, "run-flaky"), func(a *testutil.FakeTallyfy) {
+			a.AddRun(demoOrg, "run-flaky", true)
+			a.Script(demoOrg, "run-flaky", testutil.Response{Status: 503})
+		}, "deleted"},
+		{"500 on every delivery", job(demoOrg, "run-broken"), func(a *testutil.FakeTallyfy) {
+			a.Script(demoOrg, "run-broken", testutil.Response{Status: 500}, testutil.Response{Status: 500}, testutil.Response{Status: 500})
+		}, "dead_lettered/retries_exhausted"},
+		{"429 Retry-After: 1, then 200", job(demoOrg, "run-throttled"), func(a *testutil.FakeTallyfy) {
+			a.AddRun(demoOrg, "run-throttled", true)
+			a.Script(demoOrg, "run-throttled", testutil.Response{Status: 429, RetryAfter: "1"})
+		}, "deleted"},
+		{"401 once, then 200", job(demoOrg, "run-auth"), func(a *testutil.FakeTallyfy) {
+			a.AddRun(demoOrg, "run-auth", true)
+			a.Script(demoOrg, "run-auth", testutil.Response{Status: 401})
+		}, "deleted"},
+		{"not JSON", `delete run-x please`, nil, "dead_lettered/invalid_job"},
+		{"run_id with a path", job(demoOrg, "../runs/other"), nil, "dead_lettered/invalid_job"},
+		{"org not allowed", job("initech", "run-foreign"), func(a *testutil.FakeTallyfy) { a.AddRun("initech", "run-foreign", true) }, "dead_lettered/org_not_allowed"},
+	}
+}
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	verbose := fs.Bool("verbose", false, "show the worker's log lines")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := demo(ctx, stdout, stderr, *verbose); err != nil {
+		fmt.Fprintf(stderr, "demo failed: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
+	dir, err := os.MkdirTemp("", "tallyfy-deleter-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := testutil.StartNATS(testutil.NATSOptions{StoreDir: dir})
+	if err != nil {
+		return fmt.Errorf("starting the embedded NATS server: %w", err)
+	}
+	defer srv.Shutdown()
+	api := testutil.StartFakeTallyfy()
+	defer api.Close()
+
+	cases := demoCases()
+	for _, c := range cases {
+		if c.setup != nil {
+			c.setup(api)
+		}
+	}
+
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+
+	level := zerolog.Disabled
+	if verbose {
+		level = zerolog.InfoLevel
+	}
+	log := newLogger(stderr, "info", "console", "demo").Level(level)
+	client, err := tallyfy.New(api.URL(), tallyfy.WithToken(api.Token()), tallyfy.WithUserAgent(userAgent()), tallyfy.WithTimeout(5*time.Second))
+	if err != nil {
+		return err
+	}
+	cfg := worker.Config{
+		DefaultOrg:     demoOrg,
+		AllowedOrgs:    []string{demoOrg, demoOtherOrg},
+		MaxDeliver:     3,
+		Backoff:        []time.Duration{200 * time.Millisecond},
+		AckWait:        5 * time.Second,
+		APITimeout:     3 * time.Second,
+		BreakerTimeout: time.Second,
+		WorkerID:       "demo-worker",
+		Logger:         &log,
+	}
+	w, err := worker.New(js, client, cfg)
+	if err != nil {
+		return err
+	}
+	runCtx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	stopped := make(chan error, 1)
+	go func() { stopped <- w.Run(runCtx) }()
+
+	fmt.Fprintf(stdout, "tallyfy-deleter demo: embedded NATS at %s, fake Tallyfy at %s\n", srv.URL(), api.URL())
+	fmt.Fprintf(stdout, "publishing %d jobs to %s ...\n\n", len(cases), worker.DefaultJobsSubject)
+
+	// Results and dead letters are read back from their streams, as an
+	// upstream service would.
+	if err := waitStream(ctx, js, worker.DefaultJobsStream); err != nil {
+		return err
+	}
+	seqs := make([]uint64, len(cases))
+	for i, c := range cases {
+		ack, err := js.Publish(ctx, worker.DefaultJobsSubject, []byte(c.body))
+		if err != nil {
+			return fmt.Errorf("publishing job %d: %w", i, err)
+		}
+		seqs[i] = ack.Sequence
+	}
+	results, err := collectResults(ctx, js, len(cases))
+	if err != nil {
+		return err
+	}
+	stopWorker()
+	if err := <-stopped; err != nil {
+		return err
+	}
+
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tOUTCOME\tREASON\tSTATUS\tATTEMPTS\tWENT TO\tAS EXPECTED")
+	bad := 0
+	for i, c := range cases {
+		r, ok := results[seqs[i]]
+		if !ok {
+			fmt.Fprintf(tw, "%s\t(none)\t\t\t\t\tNO\n", c.what)
+			bad++
+			continue
+		}
+		got := string(r.Outcome)
+		where := worker.DefaultResultsSubject + "." + got
+		if r.Reason != "" {
+			got += "/" + string(r.Reason)
+			where = worker.DefaultDLQSubject + "." + string(r.Reason) + " + " + where
+		}
+		okText := "yes"
+		if got != c.expect {
+			okText = "NO, expected " + c.expect
+			bad++
+		}
+		status := ""
+		if r.Status != 0 {
+			status = fmt.Sprint(r.Status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.what, r.Outcome, r.Reason, status, r.Attempts, where, okText)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "\nTallyfy received %d requests; invalid and disallowed jobs caused none.\n", api.RequestCount())
+	if bad > 0 {
+		return fmt.Errorf("%d jobs did not get the expected outcome", bad)
+	}
+	fmt.Fprintln(stdout, "every job got exactly one outcome.")
+	return nil
+}
+
+func waitStream(ctx context.Context, js jetstream.JetStream, name string) error {
+	for {
+		if _, err := js.Stream(ctx, name); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stream %s never appeared: %w", name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// collectResults reads n result events from the results stream, keyed by
+// the job's stream sequence.
+func collectResults(ctx context.Context, js jetstream.JetStream, n int) (map[uint64]worker.Result, error) {
+	cons, err := js.OrderedConsumer(ctx, worker.DefaultResultsStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]worker.Result{}
+	for len(out) < n {
+		msg, err := cons.Next(jetstream.FetchContext(ctx))
+		if err != nil {
+			return out, fmt.Errorf("waiting for results (%d of %d): %w", len(out), n, err)
+		}
+		var r worker.Result
+		if err := json.Unmarshal(msg.Data(), &r); err != nil {
+			return out, fmt.Errorf("result %q: %w", strings.TrimSpace(string(msg.Data())), err)
+		}
+		if _, dup := out[r.JobSeq]; dup {
+			return out, fmt.Errorf("job %d has two result events", r.JobSeq)
+		}
+		out[r.JobSeq] = r
+	}
+	return out, nil
+}

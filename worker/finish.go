@@ -1,0 +1,243 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+)
+
+// Result is the event published once per job on
+// <results subject>.<outcome>.
+type Result struct {
+	OrgID     string  `json:"org_id,omitempty"`
+	RunID     string  `json:"run_id,omitempty"`
+	RequestID string  `json:"request_id,omitempty"`
+	Outcome   Outcome `json:"outcome"`
+	Reason    Reason  `json:"reason,omitempty"`
+	Status    int     `json:"status,omitempty"`
+	// Error says what went wrong, for dead-lettered jobs.
+	Error string `json:"error,omitempty"`
+	// TallyfyRequestID is Tallyfy's X-Request-Id, for its support.
+	TallyfyRequestID string    `json:"tallyfy_request_id,omitempty"`
+	Attempts         int       `json:"attempts"`
+	JobSeq           uint64    `json:"job_seq"`
+	Worker           string    `json:"worker"`
+	At               time.Time `json:"at"`
+}
+
+// Dead-letter headers: the public contract of the README.
+const (
+	HeaderReason    = "Tallyfy-Dlq-Reason"
+	HeaderStatus    = "Tallyfy-Status"
+	HeaderError     = "Tallyfy-Error"
+	HeaderRequestID = "Tallyfy-Request-Id"
+	HeaderAttempts  = "Tallyfy-Attempts"
+	HeaderJobSeq    = "Tallyfy-Job-Seq"
+	HeaderOrgID     = "Tallyfy-Org-Id"
+	HeaderRunID     = "Tallyfy-Run-Id"
+	HeaderWorker    = "Tallyfy-Worker"
+)
+
+// maxErrorHeader bounds Tallyfy-Error.
+const maxErrorHeader = 1024
+
+// publishRetries are the pauses between tries of one publish; the job's
+// ack wait is kept alive meanwhile by the heartbeat.
+var publishRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second}
+
+// finish publishes the outcome (and dead letter), confirmed, then acks. If a
+// publish cannot be confirmed the job is nak'd with a delay: never acked
+// without its record, never lost.
+func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, cause error) {
+	seq := t.meta.Sequence.Stream
+	res := Result{
+		OrgID:     job.OrgID,
+		RunID:     job.RunID,
+		RequestID: job.RequestID,
+		Outcome:   d.Outcome,
+		Reason:    d.Reason,
+		Status:    d.Status,
+		Attempts:  int(t.meta.NumDelivered),
+		JobSeq:    seq,
+		Worker:    w.cfg.WorkerID,
+		At:        time.Now().UTC(),
+	}
+	if resp != nil {
+		res.Status = resp.StatusCode
+		res.TallyfyRequestID = resp.RequestID
+	}
+	var apiErr *tallyfy.APIError
+	if errors.As(cause, &apiErr) {
+		res.TallyfyRequestID = apiErr.RequestID
+	}
+	if d.Outcome == OutcomeDeadLettered && cause != nil {
+		res.Error = clean(cause.Error(), maxErrorHeader)
+	}
+
+	if d.Outcome == OutcomeDeadLettered {
+		if err := w.publish(w.deadLetter(t, res)); err != nil {
+			w.cfg.Metrics.PublishFailed("dead_letter")
+			w.publishFailed(t, job, "dead letter", err)
+			return
+		}
+	}
+	body, err := json.Marshal(res)
+	if err == nil {
+		m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
+		m.Data = body
+		m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(seq, 10))
+		err = w.publish(m)
+	}
+	if err != nil {
+		w.cfg.Metrics.PublishFailed("result")
+		w.publishFailed(t, job, "result event", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	defer cancel()
+	if err := t.msg.DoubleAck(ctx); err != nil {
+		// The outcome is recorded; a redelivery finds the run gone and its
+		// event is dropped as a duplicate.
+		w.cfg.Metrics.PublishFailed("ack")
+		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("ack not confirmed; a redelivery will be de-duplicated")
+	}
+	w.cfg.Metrics.JobFinished(d.Outcome, d.Reason, time.Since(t.meta.Timestamp))
+
+	ev := w.log.Info()
+	if d.Outcome == OutcomeDeadLettered {
+		ev = w.log.Warn()
+	}
+	ev = w.jobLog(ev, t, job).Str("outcome", string(d.Outcome))
+	if d.Reason != "" {
+		ev = ev.Str("reason", string(d.Reason))
+	}
+	if res.Status != 0 {
+		ev = ev.Int("status", res.Status)
+	}
+	if res.TallyfyRequestID != "" {
+		ev = ev.Str("tallyfy_request_id", res.TallyfyRequestID)
+	}
+	if res.Error != "" {
+		ev = ev.Str("error", res.Error)
+	}
+	ev.Msg("job finished")
+}
+
+// deadLetter builds the dead letter: the job's bytes, unchanged, so that a
+// replay is a re-publish, and the reason in headers.
+func (w *Worker) deadLetter(t *task, res Result) *nats.Msg {
+	m := nats.NewMsg(w.cfg.DLQSubject + "." + string(res.Reason))
+	m.Data = t.msg.Data()
+	h := m.Header
+	h.Set(jetstream.MsgIDHeader, "dlq-"+strconv.FormatUint(res.JobSeq, 10))
+	h.Set(HeaderReason, string(res.Reason))
+	if res.Status != 0 {
+		h.Set(HeaderStatus, strconv.Itoa(res.Status))
+	}
+	if res.Error != "" {
+		h.Set(HeaderError, res.Error)
+	}
+	if res.TallyfyRequestID != "" {
+		h.Set(HeaderRequestID, clean(res.TallyfyRequestID, 256))
+	}
+	h.Set(HeaderAttempts, strconv.Itoa(res.Attempts))
+	h.Set(HeaderJobSeq, strconv.FormatUint(res.JobSeq, 10))
+	if res.OrgID != "" {
+		h.Set(HeaderOrgID, res.OrgID)
+	}
+	if res.RunID != "" {
+		h.Set(HeaderRunID, res.RunID)
+	}
+	h.Set(HeaderWorker, clean(w.cfg.WorkerID, 256))
+	return m
+}
+
+// publish sends m to JetStream and waits for its confirmation, retrying a
+// few times. It runs on its own context: shutdown must not cancel the
+// record of a job that is done.
+func (w *Worker) publish(m *nats.Msg) error {
+	var err error
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+		_, err = w.js.PublishMsg(ctx, m)
+		cancel()
+		if err == nil || i == len(publishRetries) {
+			return err
+		}
+		time.Sleep(publishRetries[i])
+	}
+}
+
+func (w *Worker) publishFailed(t *task, job Job, what string, err error) {
+	delay := w.policy.backoff(int(t.meta.NumDelivered))
+	w.jobLog(w.log.Error(), t, job).Err(err).Dur("retry_in", delay).Msgf("could not publish the %s; handing the job back", what)
+	if err := t.msg.NakWithDelay(delay); err != nil {
+		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
+	}
+}
+
+// retry hands a job back for a later delivery after a failure that counts.
+func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
+	ev := w.jobLog(w.log.Warn(), t, job).Err(cause).Dur("retry_in", d.Delay)
+	if d.Status != 0 {
+		ev = ev.Int("status", d.Status)
+	}
+	ev.Msg("API call failed; retrying later")
+	if err := t.msg.NakWithDelay(d.Delay); err != nil {
+		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
+	}
+}
+
+// giveBack naks at once so that another worker takes the job now.
+func (w *Worker) giveBack(t *task, job Job) {
+	w.jobLog(w.log.Info(), t, job).Msg("shutting down: job handed back")
+	if err := t.msg.Nak(); err != nil {
+		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
+	}
+}
+
+// jobLog adds the fields every job line carries.
+func (w *Worker) jobLog(ev *zerolog.Event, t *task, job Job) *zerolog.Event {
+	if job.OrgID != "" {
+		ev = ev.Str("org_id", job.OrgID)
+	}
+	if job.RunID != "" {
+		ev = ev.Str("run_id", job.RunID)
+	}
+	if job.RequestID != "" {
+		ev = ev.Str("request_id", job.RequestID)
+	}
+	return ev.Uint64("job_seq", t.meta.Sequence.Stream).
+		Int("attempt", int(t.meta.NumDelivered)).
+		Int64("duration_ms", time.Since(t.start).Milliseconds())
+}
+
+// clean makes s safe for a header and a log line: one line, no control
+// characters, valid UTF-8, at most n bytes.
+func clean(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}

@@ -1,0 +1,31 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// Observer watches the worker, for metrics. Its methods are called from
+// many goroutines at once and must not block.
+type Observer interface {
+	// JobStarted and JobEnded bracket the time a job is in the worker's hands.
+	JobStarted()
+	JobEnded()
+	// JobFinished reports a job's one outcome; age runs from the job's
+	// publish time.
+	JobFinished(o Outcome, r Reason, age time.Duration)
+	// BreakerChanged reports every breaker transition.
+	BreakerChanged(to gobreaker.State)
+	// PublishFailed reports a result, dead letter or ack that could not be
+	// confirmed; kind is "result", "dead_letter" or "ack".
+	PublishFailed(kind string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) JobStarted()                                {}
+func (nopObserver) JobEnded()                                  {}
+func (nopObserver) JobFinished(Outcome, Reason, time.Duration) {}
+func (nopObserver) BreakerChanged(gobreaker.State)             {}
+func (nopObserver) PublishFailed(string)                       {}

@@ -1,0 +1,216 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+)
+
+// Outcome is the final result of one job, published as the last token of
+// the result subject.
+type Outcome string
+
+// Outcomes. Every job ends with exactly one of these.
+const (
+	OutcomeDeleted      Outcome = "deleted"
+	OutcomeNotFound     Outcome = "not_found"
+	OutcomeDeadLettered Outcome = "dead_lettered"
+)
+
+// Reason says why a job was dead-lettered; it is the last token of the
+// dead-letter subject and the Tallyfy-Dlq-Reason header.
+type Reason string
+
+// Dead-letter reasons.
+const (
+	ReasonNotArchived      Reason = "not_archived"
+	ReasonForbidden        Reason = "forbidden"
+	ReasonRejected         Reason = "rejected"
+	ReasonRetriesExhausted Reason = "retries_exhausted"
+	ReasonInvalidJob       Reason = "invalid_job"
+	ReasonOrgNotAllowed    Reason = "org_not_allowed"
+)
+
+// Action is what the worker does with the message after one attempt.
+type Action int
+
+const (
+	// ActFinish publishes the outcome (and the dead letter, if any), then acks.
+	ActFinish Action = iota + 1
+	// ActRetry naks with Delay: the attempt counts toward MaxDeliver.
+	ActRetry
+	// ActWaitBreaker keeps the job in hand until the breaker lets a call
+	// through; no delivery is spent.
+	ActWaitBreaker
+	// ActWaitRateLimit keeps the job in hand for Delay and pauses pulling as
+	// long; no delivery is spent.
+	ActWaitRateLimit
+	// ActWaitCredentials keeps the job in hand for Delay and pauses pulling
+	// as long: the credentials were rejected, which no retry of this job can
+	// fix, but new credentials can.
+	ActWaitCredentials
+	// ActGiveBack naks at once, so another worker takes the job now: the
+	// worker is shutting down.
+	ActGiveBack
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActFinish:
+		return "finish"
+	case ActRetry:
+		return "retry"
+	case ActWaitBreaker:
+		return "wait_breaker"
+	case ActWaitRateLimit:
+		return "wait_rate_limit"
+	case ActWaitCredentials:
+		return "wait_credentials"
+	case ActGiveBack:
+		return "give_back"
+	}
+	return "unknown"
+}
+
+// Attempt is what one try at a job produced.
+type Attempt struct {
+	// Err is the decode or validation error, or the API call's error; nil
+	// when the run was deleted.
+	Err error
+	// Delivered is the message's delivery count, from 1.
+	Delivered int
+	// BreakerTripped is true when the breaker is not closed after a failed
+	// call: the failure is part of an outage, not the job's fault.
+	BreakerTripped bool
+}
+
+// Decision is what Policy.Route makes of an Attempt.
+type Decision struct {
+	Action  Action
+	Outcome Outcome       // with ActFinish
+	Reason  Reason        // with ActFinish and OutcomeDeadLettered
+	Status  int           // the HTTP status, when there was an answer
+	Delay   time.Duration // with ActRetry and the waits
+}
+
+// Policy holds the settings that routing depends on.
+type Policy struct {
+	MaxDeliver int
+	// Backoff is the delay before delivery n+1 after a failed delivery n;
+	// the last step repeats.
+	Backoff []time.Duration
+	// CredentialsPause is how long pulling pauses after a 401.
+	CredentialsPause time.Duration
+	// DefaultRetryAfter applies to a 429 without a usable Retry-After;
+	// MaxRetryAfter caps one that asks for too long.
+	DefaultRetryAfter, MaxRetryAfter time.Duration
+}
+
+// Route turns one attempt into a decision. It is the outcome table of the
+// README, and nothing else decides an outcome.
+func (p Policy) Route(a Attempt) Decision {
+	err := a.Err
+	var apiErr *tallyfy.APIError
+	switch {
+	case err == nil:
+		return finish(OutcomeDeleted, "", 0)
+	case errors.Is(err, ErrInvalidJob):
+		return finish(OutcomeDeadLettered, ReasonInvalidJob, 0)
+	case errors.Is(err, ErrOrgNotAllowed):
+		return finish(OutcomeDeadLettered, ReasonOrgNotAllowed, 0)
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		return Decision{Action: ActWaitBreaker}
+	case errors.Is(err, context.Canceled):
+		// Only shutdown cancels a call.
+		return Decision{Action: ActGiveBack}
+	case errors.Is(err, tallyfy.ErrUnauthorized):
+		// From the API, or from the token endpoint: either way no retry of
+		// this job can fix it, new credentials can.
+		return Decision{Action: ActWaitCredentials, Status: http.StatusUnauthorized, Delay: p.CredentialsPause}
+	case errors.As(err, &apiErr):
+		return p.routeStatus(a, apiErr)
+	}
+	return p.transient(a, 0)
+}
+
+func (p Policy) routeStatus(a Attempt, e *tallyfy.APIError) Decision {
+	s := e.StatusCode
+	switch {
+	case s == http.StatusNotFound:
+		return finish(OutcomeNotFound, "", s)
+	case s == http.StatusUnprocessableEntity:
+		return finish(OutcomeDeadLettered, ReasonNotArchived, s)
+	case s == http.StatusForbidden:
+		return finish(OutcomeDeadLettered, ReasonForbidden, s)
+	case s == http.StatusTooManyRequests:
+		d := e.RetryAfter
+		if d <= 0 {
+			d = p.DefaultRetryAfter
+		}
+		if d > p.MaxRetryAfter {
+			d = p.MaxRetryAfter
+		}
+		return Decision{Action: ActWaitRateLimit, Status: s, Delay: d}
+	case s == http.StatusRequestTimeout:
+		return p.transient(a, s)
+	case s >= 400 && s < 500:
+		return finish(OutcomeDeadLettered, ReasonRejected, s)
+	}
+	// 5xx, and anything else that is neither success nor a client error
+	// (a redirect we refuse to follow, an informational status): the API, or
+	// something in front of it, is not working. Dead-lettering the backlog
+	// would not help, retrying might.
+	return p.transient(a, s)
+}
+
+func (p Policy) transient(a Attempt, status int) Decision {
+	switch {
+	case a.BreakerTripped:
+		return Decision{Action: ActWaitBreaker, Status: status}
+	case a.Delivered >= p.MaxDeliver:
+		return finish(OutcomeDeadLettered, ReasonRetriesExhausted, status)
+	}
+	return Decision{Action: ActRetry, Status: status, Delay: p.backoff(a.Delivered)}
+}
+
+// backoff is the delay after failed delivery n (from 1).
+func (p Policy) backoff(n int) time.Duration {
+	if len(p.Backoff) == 0 {
+		return 0
+	}
+	if n < 1 {
+		n = 1
+	}
+	if n > len(p.Backoff) {
+		n = len(p.Backoff)
+	}
+	return p.Backoff[n-1]
+}
+
+func finish(o Outcome, r Reason, status int) Decision {
+	return Decision{Action: ActFinish, Outcome: o, Reason: r, Status: status}
+}
+
+// isBreakerFailure says whether an API error means the API is not working.
+// A 4xx answer is the API working (except 408); a call cancelled by shutdown
+// is excluded by isBreakerExcluded and never gets here.
+func isBreakerFailure(err error) bool {
+	if err == nil || errors.Is(err, tallyfy.ErrUnauthorized) {
+		return false
+	}
+	var apiErr *tallyfy.APIError
+	if errors.As(err, &apiErr) {
+		s := apiErr.StatusCode
+		return !(s >= 400 && s < 500) || s == http.StatusRequestTimeout
+	}
+	return !errors.Is(err, tallyfy.ErrInvalidID)
+}
+
+func isBreakerExcluded(err error) bool {
+	return errors.Is(err, context.Canceled)
+}

@@ -1,0 +1,427 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+)
+
+// Deleter permanently deletes one run. It must be safe for concurrent use.
+// A nil error means the run is gone (the API answered 2xx). An answer other
+// than 2xx is a *tallyfy.APIError; anything else (a timeout, a refused
+// connection, a cancelled ctx) is returned as it is. *tallyfy.Client
+// satisfies it.
+type Deleter interface {
+	DeleteRun(ctx context.Context, orgID, runID string) (*tallyfy.Response, error)
+}
+
+// Worker pulls jobs from the durable consumer and gives each one outcome.
+// Build it with New, run it with Run.
+type Worker struct {
+	cfg     Config
+	policy  Policy
+	js      jetstream.JetStream
+	api     Deleter
+	log     *zerolog.Logger
+	breaker *gobreaker.CircuitBreaker[*tallyfy.Response]
+	gate    gate
+
+	allowAll bool
+	allowed  map[string]bool
+
+	inflight atomic.Int64
+	// wake tells the pull loop that something it waits for may have
+	// changed: a slot freed, the breaker moved, a pause was set.
+	wake chan struct{}
+
+	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
+
+	bound         atomic.Bool
+	credsRejected atomic.Bool
+}
+
+// task is one message in the worker's hands.
+type task struct {
+	msg       jetstream.Msg
+	meta      *jetstream.MsgMetadata
+	start     time.Time
+	lastTouch atomic.Int64 // unix nanos of the last ack-wait reset
+}
+
+// New checks cfg and builds a worker. js must be connected; api is called
+// through the worker's circuit breaker.
+func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if js == nil || api == nil {
+		return nil, errors.New("worker: JetStream and Deleter are required")
+	}
+	cfg = cfg.withDefaults()
+	w := &Worker{
+		cfg:     cfg,
+		policy:  cfg.policy(),
+		js:      js,
+		api:     api,
+		log:     cfg.Logger,
+		allowed: map[string]bool{},
+		wake:    make(chan struct{}, 1),
+	}
+	w.gate.ch = make(chan struct{})
+	for _, o := range cfg.AllowedOrgs {
+		if o == "*" {
+			w.allowAll = true
+		}
+		w.allowed[o] = true
+	}
+	w.breaker = gobreaker.NewCircuitBreaker[*tallyfy.Response](gobreaker.Settings{
+		Name:        "tallyfy",
+		MaxRequests: 1,
+		Timeout:     cfg.BreakerTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= uint32(cfg.BreakerFailures)
+		},
+		IsSuccessful: func(err error) bool { return !isBreakerFailure(err) },
+		IsExcluded:   isBreakerExcluded,
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			w.gate.breakerChanged(to, cfg.BreakerTimeout)
+			w.signal()
+			cfg.Metrics.BreakerChanged(to)
+			ev := w.log.Warn()
+			if to == gobreaker.StateClosed {
+				ev = w.log.Info()
+			}
+			ev.Str("from", from.String()).Str("to", to.String()).Msg("circuit breaker changed state")
+		},
+	})
+	return w, nil
+}
+
+// Health is a snapshot of what readiness depends on.
+type Health struct {
+	ConsumerBound       bool
+	BreakerState        gobreaker.State
+	CredentialsRejected bool
+	InFlight            int
+}
+
+// Health reports the worker's state; safe to call at any time.
+func (w *Worker) Health() Health {
+	return Health{
+		ConsumerBound:       w.bound.Load(),
+		BreakerState:        w.breaker.State(),
+		CredentialsRejected: w.credsRejected.Load(),
+		InFlight:            int(w.inflight.Load()),
+	}
+}
+
+// Run provisions (or checks) the streams and the consumer, then works on
+// jobs until ctx is cancelled. Shutdown then stops pulling, lets in-flight
+// jobs finish within Config.ShutdownTimeout, naks at once what could not
+// finish, and returns nil. An error means the worker could not start.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.setup(ctx)
+	if err != nil {
+		return err
+	}
+	w.bound.Store(true)
+	defer w.bound.Store(false)
+
+	// hard outlives ctx: in-flight jobs keep working through shutdown until
+	// the grace period ends.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	var jobs sync.WaitGroup
+	hbDone := make(chan struct{})
+	var hb sync.WaitGroup
+	hb.Go(func() { w.heartbeat(hbDone) })
+
+	w.pull(ctx, hard, cons, &jobs)
+
+	w.log.Info().Int64("in_flight", w.inflight.Load()).Dur("timeout", w.cfg.ShutdownTimeout).Msg("shutting down: pulling stopped, waiting for jobs in flight")
+	finished := make(chan struct{})
+	go func() { jobs.Wait(); close(finished) }()
+	grace := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer grace.Stop()
+	select {
+	case <-finished:
+	case <-grace.C:
+		w.log.Warn().Int64("in_flight", w.inflight.Load()).Msg("shutdown timeout: cancelling calls in flight and handing their jobs back")
+		cancelHard()
+		<-finished
+	}
+	close(hbDone)
+	hb.Wait()
+	w.log.Info().Msg("worker stopped")
+	return nil
+}
+
+// pull takes jobs while ctx lives, never more than there are free slots,
+// and none while the breaker is open or pulling is paused.
+func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
+	var lastErr time.Time
+	for ctx.Err() == nil {
+		n, wait := w.pullable()
+		if n == 0 {
+			w.sleep(ctx, wait)
+			continue
+		}
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.PullWait))
+		if err != nil {
+			if time.Since(lastErr) > 10*time.Second {
+				w.log.Error().Err(err).Msg("pulling jobs failed; retrying")
+				lastErr = time.Now()
+			}
+			w.sleep(ctx, time.Second)
+			continue
+		}
+		for msg := range batch.Messages() {
+			if ctx.Err() != nil {
+				// Arrived after shutdown began: hand it straight back.
+				_ = msg.Nak()
+				continue
+			}
+			w.inflight.Add(1)
+			w.cfg.Metrics.JobStarted()
+			jobs.Go(func() {
+				defer w.jobDone()
+				w.handle(ctx, hard, msg)
+			})
+		}
+		if err := batch.Error(); err != nil && !benignFetchError(err) && time.Since(lastErr) > 10*time.Second {
+			w.log.Warn().Err(err).Msg("pull request ended with an error")
+			lastErr = time.Now()
+		}
+	}
+}
+
+func benignFetchError(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+func (w *Worker) jobDone() {
+	w.inflight.Add(-1)
+	w.cfg.Metrics.JobEnded()
+	w.signal()
+}
+
+func (w *Worker) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-w.wake:
+	case <-t.C:
+	}
+}
+
+// pullable says how many jobs may be pulled now, or how long to wait
+// before asking again (a wake-up may come sooner).
+func (w *Worker) pullable() (int, time.Duration) {
+	const idle = time.Second
+	now := time.Now()
+	if until := w.gate.paused(); now.Before(until) {
+		return 0, until.Sub(now)
+	}
+	free := w.cfg.Concurrency - int(w.inflight.Load())
+	switch w.breaker.State() {
+	case gobreaker.StateOpen:
+		return 0, max(time.Until(w.gate.openUntil()), 10*time.Millisecond)
+	case gobreaker.StateHalfOpen:
+		// One job probes the API. Jobs in hand are waiting to be that probe;
+		// with none in hand, pull one.
+		if w.inflight.Load() > 0 {
+			return 0, idle
+		}
+		free = 1
+	}
+	if free <= 0 {
+		return 0, idle
+	}
+	return free, 0
+}
+
+// handle gives one message its outcome, or hands it back.
+func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata; handing it back")
+		_ = msg.Nak()
+		return
+	}
+	t := &task{msg: msg, meta: meta, start: time.Now()}
+	t.lastTouch.Store(t.start.UnixNano())
+	w.tracked.Store(t, struct{}{})
+	defer w.tracked.Delete(t)
+
+	job, err := DecodeJob(msg.Data(), w.cfg.DefaultOrg)
+	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
+		err = fmt.Errorf("%w: %s is not in TALLYFY_ALLOWED_ORGS", ErrOrgNotAllowed, job.OrgID)
+	}
+	callable := err == nil
+	a := Attempt{Err: err, Delivered: int(meta.NumDelivered)}
+	for {
+		var resp *tallyfy.Response
+		if callable {
+			resp, a.Err, a.BreakerTripped = w.call(hard, job)
+		}
+		d := w.policy.Route(a)
+		switch d.Action {
+		case ActFinish:
+			w.finish(t, job, d, resp, a.Err)
+			return
+		case ActRetry:
+			w.retry(t, job, d, a.Err)
+			return
+		case ActGiveBack:
+			w.giveBack(t, job)
+			return
+		}
+		if !w.wait(stopping, t, job, d, a.Err) {
+			w.giveBack(t, job)
+			return
+		}
+	}
+}
+
+// call makes one API call through the breaker. tripped is true when the
+// call failed and the breaker is not closed afterwards.
+func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, err error, tripped bool) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
+	defer cancel()
+	resp, err = w.breaker.Execute(func() (*tallyfy.Response, error) {
+		return w.api.DeleteRun(ctx, job.OrgID, job.RunID)
+	})
+	if errors.Is(err, tallyfy.ErrUnauthorized) {
+		w.credsRejected.Store(true)
+	} else if err == nil || errors.As(err, new(*tallyfy.APIError)) {
+		w.credsRejected.Store(false)
+	}
+	tripped = err != nil && isBreakerFailure(err) && w.breaker.State() != gobreaker.StateClosed
+	return resp, err, tripped
+}
+
+// wait keeps a job in hand until it may be tried again. It returns false
+// when shutdown begins first.
+func (w *Worker) wait(stopping context.Context, t *task, job Job, d Decision, cause error) bool {
+	var until <-chan struct{}
+	var d2 time.Duration
+	switch d.Action {
+	case ActWaitBreaker:
+		changed, openUntil := w.gate.watch()
+		switch w.breaker.State() {
+		case gobreaker.StateClosed:
+			return true
+		case gobreaker.StateOpen:
+			d2 = max(time.Until(openUntil), time.Millisecond)
+		default: // half-open: another job is the probe; wait for its verdict.
+			d2 = w.cfg.BreakerTimeout
+		}
+		until = changed
+	case ActWaitRateLimit:
+		d2 = d.Delay
+		w.gate.pause(time.Now().Add(d.Delay))
+		w.jobLog(w.log.Warn(), t, job).Int("status", d.Status).Dur("retry_after", d.Delay).Msg("rate limited by Tallyfy; pausing pulls and retrying this job after Retry-After")
+	case ActWaitCredentials:
+		d2 = d.Delay
+		w.gate.pause(time.Now().Add(d.Delay))
+		w.jobLog(w.log.Error(), t, job).Err(cause).Dur("pause", d.Delay).Msg("Tallyfy rejected the credentials; pausing pulls, the job stays in hand and is retried")
+	}
+	timer := time.NewTimer(d2)
+	defer timer.Stop()
+	select {
+	case <-stopping.Done():
+		return false
+	case <-until:
+	case <-timer.C:
+	}
+	return true
+}
+
+// heartbeat resets the ack wait of every job held longer than a third of
+// it, so a slow API or a long wait never lets the server hand the job to a
+// second worker while the first still has it.
+func (w *Worker) heartbeat(done <-chan struct{}) {
+	every := max(w.cfg.AckWait/3, 100*time.Millisecond)
+	tick := time.NewTicker(every / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			w.tracked.Range(func(k, _ any) bool {
+				t := k.(*task)
+				if now.UnixNano()-t.lastTouch.Load() >= int64(every) {
+					if err := t.msg.InProgress(); err == nil {
+						t.lastTouch.Store(now.UnixNano())
+					}
+				}
+				return true
+			})
+		}
+	}
+}
+
+// gate holds the breaker's timing, which gobreaker does not expose, and the
+// pull pause set by 429 and 401 answers.
+type gate struct {
+	mu        sync.Mutex
+	ch        chan struct{} // closed at the next breaker transition
+	openTill  time.Time
+	pauseTill time.Time
+}
+
+func (g *gate) breakerChanged(to gobreaker.State, timeout time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if to == gobreaker.StateOpen {
+		g.openTill = time.Now().Add(timeout)
+	}
+	close(g.ch)
+	g.ch = make(chan struct{})
+}
+
+func (g *gate) watch() (<-chan struct{}, time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ch, g.openTill
+}
+
+func (g *gate) openUntil() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.openTill
+}
+
+func (g *gate) pause(until time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if until.After(g.pauseTill) {
+		g.pauseTill = until
+	}
+}
+
+func (g *gate) paused() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.pauseTill
+}
