@@ -1,22 +1,19 @@
 package testutil_test
 
 import (
-	"sort"
 	"testing"
 	"time"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
 )
 
-func TestZZClusterStartDistribution(t *testing.T) {
-	var ds []time.Duration
-	for range 30 {
-		t.Run("", func(t *testing.T) {
-			ts := time.Now()
-			testutil.JetStreamCluster(t, 3)
-			ds = append(ds, time.Since(ts))
-		})
+func TestZZOne(t *testing.T) {
+	for _, n := range []int{1, 2, 5} {
+		ts := time.Now()
+		nodes := testutil.JetStreamCluster(t, n)
+		t.Logf("n=%d %s", n, time.Since(ts))
+		_, js := testutil.Connect(t, nodes[0].URL())
+		createJobs(t, t.Context(), js, n)
+		for _, x := range nodes { x.Shutdown() }
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	t.Logf("%v", ds)
 }
