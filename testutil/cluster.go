@@ -36,8 +36,8 @@ const clusterAttempts = 4
 // test ends. Connect to ClusterURL(nodes) to fail over between them.
 func JetStreamCluster(t testing.TB, n int) []*NATS {
 	t.Helper()
-	if n < 1 {
-		t.Fatalf("testutil.JetStreamCluster: %d nodes", n)
+	if n < 2 {
+		t.Fatalf("testutil.JetStreamCluster: %d nodes; a cluster needs 2 or more, use JetStream for one server", n)
 	}
 	dirs := make([]string, n)
 	for i := range dirs {
@@ -54,8 +54,9 @@ func JetStreamCluster(t testing.TB, n int) []*NATS {
 // StartNATSCluster is JetStreamCluster for programs: node i stores its files
 // in storeDir/node-i. Stop the nodes with Shutdown.
 func StartNATSCluster(storeDir string, n int) ([]*NATS, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("testutil: cluster of %d nodes", n)
+	if n < 2 {
+		// A one-node cluster never reports its meta group current.
+		return nil, fmt.Errorf("testutil: cluster of %d nodes; a cluster needs 2 or more", n)
 	}
 	if storeDir == "" {
 		return nil, errors.New("testutil: StartNATSCluster needs a store directory")

@@ -26,7 +26,8 @@ const apiPrefix = "/api"
 // go.tallyfy.com.
 const tokenPath = "/oauth/token"
 
-// Bodies the real API answers with, as far as Tallyfy documents them.
+// Error bodies in the shapes Tallyfy uses. The 403 one is Laravel's default
+// text: Tallyfy documents the status but no body.
 const (
 	bodyUnauthenticated = `{"error":true,"message":"Unauthenticated."}`
 	bodyRunNotFound     = `{"message":"Process not found"}`

@@ -218,6 +218,9 @@ func loadRunConfig(args []string, getenv func(string) string, stderr io.Writer) 
 			errs = append(errs, fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err))
 		}
 	}
+	if _, err := tallyfy.New(c.APIURL, tallyfy.WithToken("placeholder")); err != nil {
+		errs = append(errs, fmt.Errorf("TALLYFY_API_URL: %w", err))
+	}
 	switch c.LogFormat {
 	case "json", "console":
 	default:

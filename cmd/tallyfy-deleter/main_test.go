@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
+)
+
+// binary is the tallyfy-deleter built once for the tests that drive it as
+// its users do.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tallyfy-deleter-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "tallyfy-deleter")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the binary:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestRunRefusesBadSettings(t *testing.T) {
+	base := []string{"TALLYFY_ACCESS_TOKEN", "tok", "TALLYFY_ORG_ID", "org1"}
+	tests := []struct {
+		name  string
+		env   []string
+		args  []string
+		names []string // settings the message must name
+	}{
+		{"no credentials", []string{"TALLYFY_ORG_ID", "org1"}, nil, []string{"TALLYFY_ACCESS_TOKEN"}},
+		{"both credentials", append(base, "TALLYFY_ACCESS_TOKEN_FILE", "/x"), nil, []string{"TALLYFY_ACCESS_TOKEN_FILE"}},
+		{"missing token file", []string{"TALLYFY_ACCESS_TOKEN_FILE", "/nonexistent/token", "TALLYFY_ORG_ID", "org1"}, nil, []string{"TALLYFY_ACCESS_TOKEN_FILE"}},
+		{"no org and no allow-list", []string{"TALLYFY_ACCESS_TOKEN", "tok"}, nil, []string{"TALLYFY_ALLOWED_ORGS", "TALLYFY_ORG_ID"}},
+		{"bad org", []string{"TALLYFY_ACCESS_TOKEN", "tok", "TALLYFY_ORG_ID", "a/b"}, nil, []string{"TALLYFY_ORG_ID"}},
+		{"concurrency not a number", append(base, "DELETER_CONCURRENCY", "lots"), nil, []string{"DELETER_CONCURRENCY"}},
+		{"concurrency zero by flag", base, []string{"--concurrency", "-1"}, []string{"DELETER_CONCURRENCY"}},
+		{"bad backoff", append(base, "DELETER_BACKOFF", "1s,soon"), nil, []string{"DELETER_BACKOFF"}},
+		{"backoff beyond the duplicate window", append(base, "DELETER_BACKOFF", "1h", "DELETER_DUPLICATE_WINDOW", "30m"), nil, []string{"DELETER_BACKOFF", "DELETER_DUPLICATE_WINDOW"}},
+		{"bad duration", append(base, "DELETER_ACK_WAIT", "30"), nil, []string{"DELETER_ACK_WAIT"}},
+		{"bad bool", append(base, "DELETER_PROVISION", "maybe"), nil, []string{"DELETER_PROVISION"}},
+		{"bad log format", append(base, "LOG_FORMAT", "xml"), nil, []string{"LOG_FORMAT"}},
+		{"bad log level", append(base, "LOG_LEVEL", "loud"), nil, []string{"LOG_LEVEL"}},
+		{"bad API URL", append(base, "TALLYFY_API_URL", "ftp://x"), nil, []string{"TALLYFY_API_URL"}},
+		{"wildcard subject", append(base, "DELETER_JOBS_SUBJECT", "a.*"), nil, []string{"DELETER_JOBS_SUBJECT"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(append([]string{"run"}, tc.args...), env(tc.env...), &out, &errOut)
+			if code != 2 {
+				t.Errorf("exit %d, want 2; stderr:\n%s", code, errOut.String())
+			}
+			for _, n := range tc.names {
+				if !strings.Contains(errOut.String(), n) {
+					t.Errorf("message does not name %s:\n%s", n, errOut.String())
+				}
+			}
+			if strings.Contains(errOut.String(), "tok\"") || strings.Contains(errOut.String(), "=tok") {
+				t.Errorf("message shows the token:\n%s", errOut.String())
+			}
+		})
+	}
+}
+
+func TestRunHelpListsSettings(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"run", "--help"}, env(), &out, &errOut); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"NATS_URL", "nats://127.0.0.1:4222", "TALLYFY_ACCESS_TOKEN_FILE", "DELETER_CONCURRENCY", "--concurrency", "DELETER_BACKOFF", "1s,5s,30s,2m", "DELETER_SHUTDOWN_TIMEOUT", "25s", "LOG_FORMAT"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("--help does not show %q", want)
+		}
+	}
+}
+
+func TestDemo(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"demo"}, env(), &out, &errOut); code != 0 {
+		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	for _, want := range []string{"deleted", "not_found", "not_archived", "forbidden", "rejected", "retries_exhausted", "invalid_job", "org_not_allowed", "every job got exactly one outcome"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a child process and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestBinarySIGTERMWithJobsInFlight runs the built binary against a real
+// NATS server: SIGTERM with jobs in flight exits 0 within the shutdown
+// timeout, and a second worker finishes every job.
+func TestBinarySIGTERMWithJobsInFlight(t *testing.T) {
+	srv := testutil.JetStream(t)
+	api := testutil.NewFakeTallyfy(t)
+	const jobs = 20
+	for i := range jobs {
+		api.AddRun("org1", fmt.Sprintf("run%d", i), true)
+	}
+	api.SetLatency(time.Second)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(api.Token()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(id string) (*exec.Cmd, *lockedBuffer) {
+		cmd := exec.Command(binary, "run")
+		cmd.Env = append(os.Environ(),
+			"NATS_URL="+srv.URL(), "TALLYFY_API_URL="+api.URL(), "TALLYFY_ACCESS_TOKEN_FILE="+tokenFile,
+			"TALLYFY_ORG_ID=org1", "DELETER_CONCURRENCY=4", "DELETER_SHUTDOWN_TIMEOUT=300ms",
+			"DELETER_API_TIMEOUT=5s", "DELETER_WORKER_ID="+id, "LOG_LEVEL=debug")
+		logs := &lockedBuffer{}
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd, logs
+	}
+	first, firstLogs := start("first")
+	_, js := testutil.Connect(t, srv.URL())
+	ctx := context.Background()
+	waitFor(t, 10*time.Second, "the jobs stream", func() bool { _, err := js.Stream(ctx, worker.DefaultJobsStream); return err == nil })
+	for i := range jobs {
+		if _, err := js.Publish(ctx, worker.DefaultJobsSubject, fmt.Appendf(nil, `{"run_id":"run%d"}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "jobs in flight", func() bool { return api.RequestCount() >= 4 })
+	began := time.Now()
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := first.Wait()
+	if err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, firstLogs.String())
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("shutdown took %s", took)
+	}
+	if strings.Contains(firstLogs.String(), api.Token()) {
+		t.Errorf("the token appears in the log")
+	}
+
+	api.SetLatency(0)
+	start("second")
+	cons, err := js.OrderedConsumer(ctx, worker.DefaultResultsStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	deadline, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for len(seen) < jobs {
+		m, err := cons.Next(jetstream.FetchContext(deadline))
+		if err != nil {
+			t.Fatalf("%d of %d results: %v", len(seen), jobs, err)
+		}
+		seen[m.Headers().Get("Nats-Msg-Id")]++
+	}
+	for i := range jobs {
+		if !api.Deleted("org1", fmt.Sprintf("run%d", i)) {
+			t.Errorf("run%d not deleted", i)
+		}
+	}
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
