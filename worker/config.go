@@ -290,12 +290,3 @@ func (c Config) policy() Policy {
 		MaxRetryAfter:     c.MaxRetryAfter,
 	}
 }
-
-func (c Config) allows(org string) bool {
-	for _, o := range c.AllowedOrgs {
-		if o == "*" || o == org {
-			return true
-		}
-	}
-	return false
-}
