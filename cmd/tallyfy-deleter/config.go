@@ -104,9 +104,9 @@ func (s *settings) strList(p *[]string, env, flagName, def, help string) *settin
 	})
 }
 
-// parse applies defaults, then the environment, then the flags in args.
-// Every error names the setting.
-func (s *settings) parse(name string, args []string, getenv func(string) string, stderr io.Writer) error {
+// parse applies defaults, then the environment, then the flags in args,
+// and returns the arguments after the flags. Every error names the setting.
+func (s *settings) parse(name string, args []string, getenv func(string) string, stderr io.Writer) ([]string, error) {
 	for _, st := range s.list {
 		v, from := st.def, "default"
 		if e := getenv(st.env); e != "" {
@@ -116,7 +116,7 @@ func (s *settings) parse(name string, args []string, getenv func(string) string,
 			continue
 		}
 		if err := st.set(v); err != nil {
-			return fmt.Errorf("%s (%s): %w", st.env, from, err)
+			return nil, fmt.Errorf("%s (%s): %w", st.env, from, err)
 		}
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -131,12 +131,9 @@ func (s *settings) parse(name string, args []string, getenv func(string) string,
 	}
 	fs.Usage = func() { s.usage(stderr, name) }
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
-	}
-	return nil
+	return fs.Args(), nil
 }
 
 func (s *settings) usage(w io.Writer, name string) {
@@ -153,6 +150,41 @@ func (s *settings) usage(w io.Writer, name string) {
 	tw.Flush()
 }
 
+// addNATS adds the connection settings every subcommand shares.
+func addNATS(s *settings, url, creds *string) {
+	s.str(url, "NATS_URL", "nats-url", "nats://127.0.0.1:4222", "NATS server URL; several, comma-separated, for a cluster")
+	s.str(creds, "NATS_CREDS", "nats-creds", "", "NATS credentials file (optional)")
+}
+
+// addNames adds the stream, consumer and subject names every subcommand
+// shares.
+func addNames(s *settings, w *worker.Config) {
+	s.str(&w.JobsStream, "DELETER_JOBS_STREAM", "jobs-stream", worker.DefaultJobsStream, "jobs stream")
+	s.str(&w.JobsSubject, "DELETER_JOBS_SUBJECT", "jobs-subject", worker.DefaultJobsSubject, "jobs subject")
+	s.str(&w.Consumer, "DELETER_CONSUMER", "consumer", worker.DefaultConsumer, "durable consumer shared by the pool")
+	s.str(&w.ResultsStream, "DELETER_RESULTS_STREAM", "results-stream", worker.DefaultResultsStream, "results stream")
+	s.str(&w.ResultsSubject, "DELETER_RESULTS_SUBJECT", "results-subject", worker.DefaultResultsSubject, "results subject prefix: events go to <prefix>.<outcome>")
+	s.str(&w.DLQStream, "DELETER_DLQ_STREAM", "dlq-stream", worker.DefaultDLQStream, "dead-letter stream")
+	s.str(&w.DLQSubject, "DELETER_DLQ_SUBJECT", "dlq-subject", worker.DefaultDLQSubject, "dead-letter subject prefix: dead letters go to <prefix>.<reason>")
+}
+
+// toolConfig is what the operator tools (enqueue, dlq, status) share with
+// `run`: where NATS is and what the streams are called. Names holds only
+// the name fields; the tools use no other worker setting.
+type toolConfig struct {
+	NATSURL, NATSCreds string
+	Names              worker.Config
+}
+
+// toolSettings returns the shared settings of a tool; a tool adds its own
+// flags to the same list before parsing.
+func toolSettings(c *toolConfig) *settings {
+	s := &settings{}
+	addNATS(s, &c.NATSURL, &c.NATSCreds)
+	addNames(s, &c.Names)
+	return s
+}
+
 // runConfig is everything `run` needs.
 type runConfig struct {
 	NATSURL, NATSCreds string
@@ -167,8 +199,7 @@ type runConfig struct {
 func runSettings(c *runConfig) *settings {
 	s := &settings{}
 	w := &c.Worker
-	s.str(&c.NATSURL, "NATS_URL", "nats-url", "nats://127.0.0.1:4222", "NATS server URL; several, comma-separated, for a cluster")
-	s.str(&c.NATSCreds, "NATS_CREDS", "nats-creds", "", "NATS credentials file (optional)")
+	addNATS(s, &c.NATSURL, &c.NATSCreds)
 	s.str(&c.APIURL, "TALLYFY_API_URL", "tallyfy-api-url", tallyfy.DefaultBaseURL, "Tallyfy API base URL")
 	s.str(&c.Token, "TALLYFY_ACCESS_TOKEN", "tallyfy-access-token", "", "Tallyfy personal access token (prefer the variable or the file: flags show in ps)").secret = true
 	s.str(&c.TokenFile, "TALLYFY_ACCESS_TOKEN_FILE", "tallyfy-access-token-file", "", "file holding the access token, re-read when it changes")
@@ -187,13 +218,7 @@ func runSettings(c *runConfig) *settings {
 	s.dur(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams (default: the longer of 10m and the longest retry path)")
 	s.dur(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept")
 	s.num(&w.Replicas, "DELETER_STREAM_REPLICAS", "stream-replicas", "1", "replicas of the streams it creates (3 on a cluster)")
-	s.str(&w.JobsStream, "DELETER_JOBS_STREAM", "jobs-stream", worker.DefaultJobsStream, "jobs stream")
-	s.str(&w.JobsSubject, "DELETER_JOBS_SUBJECT", "jobs-subject", worker.DefaultJobsSubject, "jobs subject")
-	s.str(&w.Consumer, "DELETER_CONSUMER", "consumer", worker.DefaultConsumer, "durable consumer shared by the pool")
-	s.str(&w.ResultsStream, "DELETER_RESULTS_STREAM", "results-stream", worker.DefaultResultsStream, "results stream")
-	s.str(&w.ResultsSubject, "DELETER_RESULTS_SUBJECT", "results-subject", worker.DefaultResultsSubject, "results subject prefix: events go to <prefix>.<outcome>")
-	s.str(&w.DLQStream, "DELETER_DLQ_STREAM", "dlq-stream", worker.DefaultDLQStream, "dead-letter stream")
-	s.str(&w.DLQSubject, "DELETER_DLQ_SUBJECT", "dlq-subject", worker.DefaultDLQSubject, "dead-letter subject prefix: dead letters go to <prefix>.<reason>")
+	addNames(s, w)
 	s.str(&c.LogLevel, "LOG_LEVEL", "log-level", "info", "debug, info, warn or error")
 	s.str(&c.LogFormat, "LOG_FORMAT", "log-format", "json", "json or console")
 	return s
@@ -203,8 +228,12 @@ func runSettings(c *runConfig) *settings {
 // worker does not check itself.
 func loadRunConfig(args []string, getenv func(string) string, stderr io.Writer) (*runConfig, error) {
 	c := &runConfig{}
-	if err := runSettings(c).parse("run", args, getenv, stderr); err != nil {
+	rest, err := runSettings(c).parse("run", args, getenv, stderr)
+	if err != nil {
 		return nil, err
+	}
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("run takes no arguments, got %q", rest)
 	}
 	c.Worker.SkipProvision = !c.provision
 	var errs []error

@@ -35,9 +35,14 @@ const usage = `tallyfy-deleter permanently deletes Tallyfy process runs on reque
 Usage: tallyfy-deleter <command> [flags]
 
 Commands:
-  run       consume deletion jobs from NATS JetStream (the worker)
-  demo      the whole pipeline on an embedded NATS and a fake Tallyfy
-  version   print the version
+  run         consume deletion jobs from NATS JetStream (the worker)
+  demo        the whole pipeline on an embedded NATS and a fake Tallyfy
+  enqueue     publish deletion jobs from arguments, a file or stdin
+  dlq ls      list dead letters
+  dlq replay  re-publish dead letters as jobs, removing each once re-published
+  status      backlog, dead letters by reason, results by outcome
+  bench       measure the worker against a bare loop on embedded servers
+  version     print the version
 
 Run 'tallyfy-deleter <command> --help' for a command's flags.
 `
@@ -52,6 +57,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return cmdRun(args[1:], getenv, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "enqueue":
+		return cmdEnqueue(args[1:], getenv, os.Stdin, stdout, stderr)
+	case "dlq":
+		return cmdDLQ(args[1:], getenv, stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], getenv, stdout, stderr)
+	case "bench":
+		return cmdBench(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "tallyfy-deleter %s\n", version)
 		return 0
