@@ -100,6 +100,22 @@ type Config struct {
 	// ack. Default 10s.
 	PublishTimeout time.Duration
 
+	// DryRun does everything but the DELETE: valid, allowed jobs end with
+	// outcome dry_run, are acked, and nothing is deleted.
+	DryRun bool
+	// VerifyNotFound makes the worker GET a run after its delete answered
+	// 404; a run that still exists is dead-lettered not_archived instead of
+	// acked. The Deleter must then also be a RunChecker.
+	VerifyNotFound bool
+	// RateLimit caps API requests per second from this worker; 0 means no
+	// cap. 429 answers lower the rate further until they stop.
+	RateLimit float64
+	// RateBurst is the limiter's burst. Default: one second's worth.
+	RateBurst int
+	// BacklogInterval is how often the consumer's backlog is read for the
+	// Observer. Default 5s.
+	BacklogInterval time.Duration
+
 	// WorkerID names this worker in events. Default: the host name.
 	WorkerID string
 	// Logger receives one line per job outcome. Default: no logging.
@@ -144,6 +160,7 @@ func (c Config) withDefaults() Config {
 	dur(&c.MaxRetryAfter, 5*time.Minute)
 	dur(&c.PullWait, 2*time.Second)
 	dur(&c.PublishTimeout, 10*time.Second)
+	dur(&c.BacklogInterval, 5*time.Second)
 	if len(c.Backoff) == 0 {
 		c.Backoff = append([]time.Duration(nil), DefaultBackoff...)
 	}
@@ -231,6 +248,15 @@ func (c Config) Validate() error {
 	}
 	if c.AckWait > 0 && c.AckWait < time.Second {
 		bad("DELETER_ACK_WAIT must be at least 1s, not %s", c.AckWait)
+	}
+	if c.RateLimit < 0 {
+		bad("DELETER_RATE_LIMIT must not be negative, not %g", c.RateLimit)
+	}
+	if c.RateBurst < 0 {
+		bad("DELETER_RATE_BURST must not be negative, not %d", c.RateBurst)
+	}
+	if c.RateBurst > 0 && c.RateLimit == 0 {
+		bad("DELETER_RATE_BURST is set but DELETER_RATE_LIMIT is not: a burst needs a rate")
 	}
 	if c.BreakerFailures < 1 {
 		bad("DELETER_BREAKER_FAILURES must be at least 1, not %d", c.BreakerFailures)

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -85,23 +84,13 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 		res.Error = clean(cause.Error(), maxErrorHeader)
 	}
 
-	if d.Outcome == OutcomeDeadLettered {
-		if err := w.publish(w.deadLetter(t, res)); err != nil {
-			w.cfg.Metrics.PublishFailed("dead_letter")
-			w.publishFailed(t, job, "dead letter", err)
-			return
+	if err := w.record(res, t.msg.Data()); err != nil {
+		kind := "result"
+		if strings.HasPrefix(err.Error(), "dead letter") {
+			kind = "dead_letter"
 		}
-	}
-	body, err := json.Marshal(res)
-	if err == nil {
-		m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
-		m.Data = body
-		m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(seq, 10))
-		err = w.publish(m)
-	}
-	if err != nil {
-		w.cfg.Metrics.PublishFailed("result")
-		w.publishFailed(t, job, "result event", err)
+		w.cfg.Metrics.PublishFailed(kind)
+		w.publishFailed(t, job, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
@@ -136,9 +125,9 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 
 // deadLetter builds the dead letter: the job's bytes, unchanged, so that a
 // replay is a re-publish, and the reason in headers.
-func (w *Worker) deadLetter(t *task, res Result) *nats.Msg {
+func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
 	m := nats.NewMsg(w.cfg.DLQSubject + "." + string(res.Reason))
-	m.Data = t.msg.Data()
+	m.Data = data
 	h := m.Header
 	h.Set(jetstream.MsgIDHeader, "dlq-"+strconv.FormatUint(res.JobSeq, 10))
 	h.Set(HeaderReason, string(res.Reason))
@@ -179,9 +168,9 @@ func (w *Worker) publish(m *nats.Msg) error {
 	}
 }
 
-func (w *Worker) publishFailed(t *task, job Job, what string, err error) {
+func (w *Worker) publishFailed(t *task, job Job, err error) {
 	delay := w.policy.backoff(int(t.meta.NumDelivered))
-	w.jobLog(w.log.Error(), t, job).Err(err).Dur("retry_in", delay).Msgf("could not publish the %s; handing the job back", what)
+	w.jobLog(w.log.Error(), t, job).Err(err).Dur("retry_in", delay).Msg("could not publish the job's outcome; handing the job back")
 	if err := t.msg.NakWithDelay(delay); err != nil {
 		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
 	}

@@ -20,6 +20,9 @@ type Observer interface {
 	// PublishFailed reports a result, dead letter or ack that could not be
 	// confirmed; kind is "result", "dead_letter" or "ack".
 	PublishFailed(kind string)
+	// ConsumerBacklog reports the durable consumer's counts, read every
+	// Config.BacklogInterval.
+	ConsumerBacklog(pending, ackPending, redelivered uint64)
 }
 
 type nopObserver struct{}
@@ -29,3 +32,4 @@ func (nopObserver) JobEnded()                                  {}
 func (nopObserver) JobFinished(Outcome, Reason, time.Duration) {}
 func (nopObserver) BreakerChanged(gobreaker.State)             {}
 func (nopObserver) PublishFailed(string)                       {}
+func (nopObserver) ConsumerBacklog(uint64, uint64, uint64)     {}

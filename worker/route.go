@@ -20,6 +20,9 @@ const (
 	OutcomeDeleted      Outcome = "deleted"
 	OutcomeNotFound     Outcome = "not_found"
 	OutcomeDeadLettered Outcome = "dead_lettered"
+	// OutcomeDryRun: DELETER_DRY_RUN was on, the job was valid and allowed,
+	// and nothing was deleted.
+	OutcomeDryRun Outcome = "dry_run"
 )
 
 // Reason says why a job was dead-lettered; it is the last token of the
@@ -34,6 +37,18 @@ const (
 	ReasonRetriesExhausted Reason = "retries_exhausted"
 	ReasonInvalidJob       Reason = "invalid_job"
 	ReasonOrgNotAllowed    Reason = "org_not_allowed"
+	// ReasonMaxDeliveries: the job passed its delivery limit without a
+	// worker seeing its last delivery (a worker died holding it); the
+	// sweeper dead-letters it.
+	ReasonMaxDeliveries Reason = "max_deliveries"
+)
+
+var (
+	// ErrDryRun stands in for the API call when dry run is on.
+	ErrDryRun = errors.New("dry run: the run was not deleted")
+	// ErrStillExists: the API answered 404 to the delete, but the run is
+	// still there (Tallyfy documents 404 also for "not archived").
+	ErrStillExists = errors.New("delete answered 404 but the run still exists: it is probably not archived")
 )
 
 // Action is what the worker does with the message after one attempt.
@@ -123,6 +138,10 @@ func (p Policy) Route(a Attempt) Decision {
 		return finish(OutcomeDeadLettered, ReasonInvalidJob, 0)
 	case errors.Is(err, ErrOrgNotAllowed):
 		return finish(OutcomeDeadLettered, ReasonOrgNotAllowed, 0)
+	case errors.Is(err, ErrDryRun):
+		return finish(OutcomeDryRun, "", 0)
+	case errors.Is(err, ErrStillExists):
+		return finish(OutcomeDeadLettered, ReasonNotArchived, http.StatusNotFound)
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		return Decision{Action: ActWaitBreaker}
 	case errors.Is(err, context.Canceled):

@@ -25,6 +25,13 @@ type Deleter interface {
 	DeleteRun(ctx context.Context, orgID, runID string) (*tallyfy.Response, error)
 }
 
+// RunChecker reads a run, to tell a run that is gone from one the delete
+// endpoint answered 404 for although it exists. Same rules as Deleter; a
+// nil error means the run exists. Needed only with Config.VerifyNotFound.
+type RunChecker interface {
+	GetRun(ctx context.Context, orgID, runID string) (*tallyfy.Run, *tallyfy.Response, error)
+}
+
 // Worker pulls jobs from the durable consumer and gives each one outcome.
 // Build it with New, run it with Run.
 type Worker struct {
@@ -33,8 +40,14 @@ type Worker struct {
 	js      jetstream.JetStream
 	api     Deleter
 	log     *zerolog.Logger
+	checker RunChecker
 	breaker *gobreaker.CircuitBreaker[*tallyfy.Response]
 	gate    gate
+	limiter *limiter
+	// breakerMoved carries breaker transitions to the goroutine that pauses
+	// and resumes the consumer for the whole pool: OnStateChange runs under
+	// the breaker's lock and must not block on the network.
+	breakerMoved chan gobreaker.State
 
 	allowAll bool
 	allowed  map[string]bool
@@ -76,6 +89,16 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 		log:     cfg.Logger,
 		allowed: map[string]bool{},
 		wake:    make(chan struct{}, 1),
+		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		// Only the latest transition matters; see pausePool.
+		breakerMoved: make(chan gobreaker.State, 16),
+	}
+	if cfg.VerifyNotFound {
+		rc, ok := api.(RunChecker)
+		if !ok {
+			return nil, errors.New("worker: DELETER_VERIFY_NOT_FOUND needs an API client that can read runs")
+		}
+		w.checker = rc
 	}
 	w.gate.ch = make(chan struct{})
 	for _, o := range cfg.AllowedOrgs {
@@ -96,6 +119,10 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			w.gate.breakerChanged(to, cfg.BreakerTimeout)
 			w.signal()
+			select {
+			case w.breakerMoved <- to:
+			default: // the pauser is behind; it reads the breaker's state itself
+			}
 			cfg.Metrics.BreakerChanged(to)
 			ev := w.log.Warn()
 			if to == gobreaker.StateClosed {
@@ -142,9 +169,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	var jobs sync.WaitGroup
-	hbDone := make(chan struct{})
-	var hb sync.WaitGroup
-	hb.Go(func() { w.heartbeat(hbDone) })
+	// The helpers outlive the pull loop: in-flight jobs still need their
+	// heartbeats, and a probe may still resume the pool.
+	helpersDone := make(chan struct{})
+	var helpers sync.WaitGroup
+	helpers.Go(func() { w.heartbeat(helpersDone) })
+	helpers.Go(func() { w.pausePool(helpersDone) })
+	helpers.Go(func() { w.watchConsumer(cons, helpersDone) })
+	sweeper, err := w.startSweeper()
+	if err != nil {
+		close(helpersDone)
+		helpers.Wait()
+		return fmt.Errorf("listening for max-deliveries advisories: %w", err)
+	}
 
 	w.pull(ctx, hard, cons, &jobs)
 
@@ -160,8 +197,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		cancelHard()
 		<-finished
 	}
-	close(hbDone)
-	hb.Wait()
+	if err := sweeper.Unsubscribe(); err != nil {
+		w.log.Warn().Err(err).Msg("stopping the sweeper")
+	}
+	close(helpersDone)
+	helpers.Wait()
 	w.log.Info().Msg("worker stopped")
 	return nil
 }
@@ -276,6 +316,9 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
 		err = fmt.Errorf("%w: %s is not in TALLYFY_ALLOWED_ORGS", ErrOrgNotAllowed, job.OrgID)
 	}
+	if err == nil && w.cfg.DryRun {
+		err = ErrDryRun
+	}
 	callable := err == nil
 	a := Attempt{Err: err, Delivered: int(meta.NumDelivered)}
 	for {
@@ -305,11 +348,22 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 // call makes one API call through the breaker. tripped is true when the
 // call failed and the breaker is not closed afterwards.
 func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, err error, tripped bool) {
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
-	defer cancel()
-	resp, err = w.breaker.Execute(func() (*tallyfy.Response, error) {
+	resp, err = w.through(ctx, func(ctx context.Context) (*tallyfy.Response, error) {
 		return w.api.DeleteRun(ctx, job.OrgID, job.RunID)
 	})
+	if w.checker != nil && errors.Is(err, tallyfy.ErrNotFound) {
+		deleteErr := err
+		_, err = w.through(ctx, func(ctx context.Context) (*tallyfy.Response, error) {
+			_, r, err := w.checker.GetRun(ctx, job.OrgID, job.RunID)
+			return r, err
+		})
+		switch {
+		case err == nil:
+			err = fmt.Errorf("%w (%w)", ErrStillExists, deleteErr)
+		case errors.Is(err, tallyfy.ErrNotFound):
+			err = deleteErr
+		}
+	}
 	if errors.Is(err, tallyfy.ErrUnauthorized) {
 		w.credsRejected.Store(true)
 	} else if err == nil || errors.As(err, new(*tallyfy.APIError)) {
@@ -317,6 +371,21 @@ func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, err
 	}
 	tripped = err != nil && isBreakerFailure(err) && w.breaker.State() != gobreaker.StateClosed
 	return resp, err, tripped
+}
+
+// through makes one API request: after the rate limiter, inside the
+// breaker, within the API timeout.
+func (w *Worker) through(ctx context.Context, req func(context.Context) (*tallyfy.Response, error)) (*tallyfy.Response, error) {
+	if err := w.limiter.wait(ctx); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
+	defer cancel()
+	resp, err := w.breaker.Execute(func() (*tallyfy.Response, error) { return req(ctx) })
+	if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
+		w.limiter.answered(errors.Is(err, tallyfy.ErrRateLimited))
+	}
+	return resp, err
 }
 
 // wait keeps a job in hand until it may be tried again. It returns false

@@ -1,0 +1,231 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
+)
+
+// What the pool shares beyond the consumer: one pause when the API is down,
+// and one sweep of jobs stranded past their delivery limit.
+
+// pauseSlack is added to a pool pause beyond the breaker timeout and one
+// API call, so the probe can finish before the server resumes the pool.
+const pauseSlack = 5 * time.Second
+
+// pausePool pauses the durable consumer for the whole pool when this
+// worker's breaker opens, and resumes it when its probe succeeds. The pause
+// has an end of its own, so a worker that dies while it holds one stops
+// nobody for long. On servers without consumer pause (before 2.11) each
+// worker backs off on its own breaker.
+func (w *Worker) pausePool(done <-chan struct{}) {
+	paused, unsupported := false, false
+	for {
+		var st gobreaker.State
+		select {
+		case <-done:
+			return
+		case st = <-w.breakerMoved:
+		}
+	latest:
+		for {
+			select {
+			case st = <-w.breakerMoved:
+			default:
+				break latest
+			}
+		}
+		if unsupported {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+		switch st {
+		case gobreaker.StateOpen:
+			until := time.Now().Add(w.cfg.BreakerTimeout + w.cfg.APITimeout + pauseSlack)
+			if _, err := w.js.PauseConsumer(ctx, w.cfg.JobsStream, w.cfg.Consumer, until); err != nil {
+				if isUnsupported(err) {
+					unsupported = true
+					w.log.Warn().Err(err).Msg("this NATS server cannot pause consumers (2.11 or later can): each worker backs off on its own breaker")
+				} else {
+					w.log.Warn().Err(err).Msg("could not pause the consumer for the pool")
+				}
+				break
+			}
+			paused = true
+			w.log.Warn().Time("until", until).Msg("Tallyfy is failing: consumer paused for the whole pool")
+		case gobreaker.StateClosed:
+			if !paused {
+				break
+			}
+			if _, err := w.js.ResumeConsumer(ctx, w.cfg.JobsStream, w.cfg.Consumer); err != nil {
+				w.log.Warn().Err(err).Msg("could not resume the consumer; it resumes by itself when its pause ends")
+				break
+			}
+			paused = false
+			w.log.Info().Msg("Tallyfy answered the probe: consumer resumed for the whole pool")
+		}
+		cancel()
+	}
+}
+
+func isUnsupported(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// An old server does not know the API and answers nothing, or
+		// answers that the request is invalid.
+		return apiErr.Code == 400 || apiErr.Code == 404 && apiErr.ErrorCode != jetstream.JSErrCodeConsumerNotFound
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// sweeperQueue makes each advisory reach one worker of the pool.
+const sweeperQueue = "tallyfy-deleter-sweeper"
+
+// maxDeliveriesAdvisory is the server's message when a job passed the
+// consumer's MaxDeliver.
+type maxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries int    `json:"deliveries"`
+}
+
+// startSweeper listens for jobs stranded past their delivery limit: a worker
+// killed on a job's last delivery, an ack wait that ran out. Each is
+// dead-lettered max_deliveries and removed from the jobs stream, by one
+// worker of the pool (a queue group; a second attempt is de-duplicated by
+// its Nats-Msg-Id anyway).
+func (w *Worker) startSweeper() (*nats.Subscription, error) {
+	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", w.cfg.JobsStream, w.cfg.Consumer)
+	return w.js.Conn().QueueSubscribe(subject, sweeperQueue, func(m *nats.Msg) {
+		var adv maxDeliveriesAdvisory
+		if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
+			w.log.Warn().Str("advisory", clean(string(m.Data), 512)).Msg("unreadable max-deliveries advisory")
+			return
+		}
+		w.sweepOne(adv.StreamSeq, adv.Deliveries)
+	})
+}
+
+// sweepOne dead-letters the stranded job seq and removes it.
+func (w *Worker) sweepOne(seq uint64, deliveries int) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	defer cancel()
+	stream, err := w.js.Stream(ctx, w.cfg.JobsStream)
+	if err != nil {
+		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: cannot read the jobs stream")
+		return
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return // acked or swept already
+	}
+	if err != nil {
+		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: cannot read the stranded job; it stays in the stream")
+		return
+	}
+	job, _ := DecodeJob(raw.Data, w.cfg.DefaultOrg)
+	res := Result{
+		OrgID:     job.OrgID,
+		RunID:     job.RunID,
+		RequestID: job.RequestID,
+		Outcome:   OutcomeDeadLettered,
+		Reason:    ReasonMaxDeliveries,
+		Error:     fmt.Sprintf("delivered %d times without an outcome: the worker holding its last delivery stopped or lost it", deliveries),
+		Attempts:  deliveries,
+		JobSeq:    seq,
+		Worker:    w.cfg.WorkerID,
+		At:        time.Now().UTC(),
+	}
+	if err := w.record(res, raw.Data); err != nil {
+		w.cfg.Metrics.PublishFailed("dead_letter")
+		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: could not record the stranded job; it stays in the stream")
+		return
+	}
+	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: dead-lettered, but could not remove the job from the stream")
+	}
+	w.cfg.Metrics.JobFinished(res.Outcome, res.Reason, time.Since(raw.Time))
+	w.log.Warn().Str("org_id", res.OrgID).Str("run_id", res.RunID).Str("request_id", res.RequestID).
+		Uint64("job_seq", seq).Int("attempt", deliveries).Str("outcome", string(res.Outcome)).
+		Str("reason", string(res.Reason)).Str("error", res.Error).Msg("job finished")
+}
+
+// watchConsumer reads the consumer's backlog for the Observer, and looks
+// for stranded jobs whose advisory nobody heard (every worker was down when
+// it was sent): when nothing is pending or in flight, a job at or below the
+// last delivered sequence that is still in the stream can only be one.
+func (w *Worker) watchConsumer(cons jetstream.Consumer, done <-chan struct{}) {
+	tick := time.NewTicker(w.cfg.BacklogInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+		info, err := cons.Info(ctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		w.cfg.Metrics.ConsumerBacklog(info.NumPending, uint64(info.NumAckPending), uint64(info.NumRedelivered))
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered > 0 {
+			w.sweepStranded(info.Delivered.Stream, done)
+		}
+	}
+}
+
+func (w *Worker) sweepStranded(lastDelivered uint64, done <-chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	defer cancel()
+	stream, err := w.js.Stream(ctx, w.cfg.JobsStream)
+	if err != nil {
+		return
+	}
+	st := stream.CachedInfo().State
+	if st.Msgs == 0 {
+		return
+	}
+	const maxPerRound = 1000
+	for seq, n := st.FirstSeq, 0; seq <= lastDelivered && seq <= st.LastSeq && n < maxPerRound; seq++ {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		n++
+		if _, err := stream.GetMsg(ctx, seq); err != nil {
+			continue
+		}
+		w.sweepOne(seq, w.cfg.MaxDeliver)
+	}
+}
+
+// record publishes the dead letter, then the result event, both confirmed.
+func (w *Worker) record(res Result, data []byte) error {
+	if res.Outcome == OutcomeDeadLettered {
+		if err := w.publish(w.deadLetter(data, res)); err != nil {
+			return fmt.Errorf("dead letter: %w", err)
+		}
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
+	if err := w.publish(m); err != nil {
+		return fmt.Errorf("result event: %w", err)
+	}
+	return nil
+}
