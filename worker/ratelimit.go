@@ -92,5 +92,8 @@ func (l *limiter) set(r rate.Limit, now time.Time) {
 func (l *limiter) current() float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.cur == rate.Inf {
+		return math.Inf(1)
+	}
 	return float64(l.cur)
 }
