@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -22,6 +24,8 @@ type setting struct {
 	env, flag, def, help string
 	secret               bool
 	set                  func(string) error
+	// value and from are what parse applied: for the start-up log.
+	value, from string
 }
 
 // settings binds names to targets and parses them.
@@ -72,6 +76,17 @@ func (s *settings) boolean(p *bool, env, flagName, def, help string) *setting {
 	})
 }
 
+func (s *settings) float(p *float64, env, flagName, def, help string) *setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		*p = f
+		return nil
+	})
+}
+
 func (s *settings) durList(p *[]time.Duration, env, flagName, def, help string) *setting {
 	return s.add(env, flagName, def, help, func(v string) error {
 		var out []time.Duration
@@ -118,6 +133,7 @@ func (s *settings) parse(name string, args []string, getenv func(string) string,
 		if err := st.set(v); err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", st.env, from, err)
 		}
+		st.value, st.from = v, from
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -126,6 +142,7 @@ func (s *settings) parse(name string, args []string, getenv func(string) string,
 			if err := st.set(v); err != nil {
 				return fmt.Errorf("%s: %w", st.env, err)
 			}
+			st.value, st.from = v, "--"+st.flag
 			return nil
 		})
 	}
@@ -134,6 +151,40 @@ func (s *settings) parse(name string, args []string, getenv func(string) string,
 		return nil, err
 	}
 	return fs.Args(), nil
+}
+
+// effective is every setting's value and where it came from, secrets
+// redacted: logged once at start.
+func (s *settings) effective() map[string]string {
+	out := make(map[string]string, len(s.list))
+	for _, st := range s.list {
+		v := st.value
+		switch {
+		case v == "":
+			continue
+		case st.secret:
+			v = "[REDACTED]"
+		default:
+			v = hidePasswords(v)
+		}
+		if st.from != "default" {
+			v += " (" + st.from + ")"
+		}
+		out[st.env] = v
+	}
+	return out
+}
+
+// hidePasswords hides passwords in URLs such as nats://user:pass@host.
+func hidePasswords(v string) string {
+	parts := strings.Split(v, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("[REDACTED]")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func (s *settings) usage(w io.Writer, name string) {
@@ -190,10 +241,17 @@ type runConfig struct {
 	NATSURL, NATSCreds string
 	APIURL             string
 	Token, TokenFile   string
+	ClientID           string
+	ClientSecret       string
+	ClientSecretFile   string
+	TokenURL           string
+	HTTPAddr           string
 	LogLevel           string
 	LogFormat          string
 	Worker             worker.Config
 	provision          bool
+	// effective is the configuration as applied, secrets redacted.
+	effective map[string]string
 }
 
 func runSettings(c *runConfig) *settings {
@@ -203,6 +261,10 @@ func runSettings(c *runConfig) *settings {
 	s.str(&c.APIURL, "TALLYFY_API_URL", "tallyfy-api-url", tallyfy.DefaultBaseURL, "Tallyfy API base URL")
 	s.str(&c.Token, "TALLYFY_ACCESS_TOKEN", "tallyfy-access-token", "", "Tallyfy personal access token (prefer the variable or the file: flags show in ps)").secret = true
 	s.str(&c.TokenFile, "TALLYFY_ACCESS_TOKEN_FILE", "tallyfy-access-token-file", "", "file holding the access token, re-read when it changes")
+	s.str(&c.ClientID, "TALLYFY_CLIENT_ID", "tallyfy-client-id", "", "OAuth client ID (client credentials instead of a personal token)")
+	s.str(&c.ClientSecret, "TALLYFY_CLIENT_SECRET", "tallyfy-client-secret", "", "OAuth client secret (prefer the variable or the file)").secret = true
+	s.str(&c.ClientSecretFile, "TALLYFY_CLIENT_SECRET_FILE", "tallyfy-client-secret-file", "", "file holding the OAuth client secret, re-read when it changes")
+	s.str(&c.TokenURL, "TALLYFY_TOKEN_URL", "tallyfy-token-url", tallyfy.DefaultTokenURL, "OAuth token endpoint")
 	s.str(&w.DefaultOrg, "TALLYFY_ORG_ID", "tallyfy-org-id", "", "organization of jobs that name none")
 	s.strList(&w.AllowedOrgs, "TALLYFY_ALLOWED_ORGS", "tallyfy-allowed-orgs", "", "comma list of organizations jobs may name; '*' for any (default: TALLYFY_ORG_ID only)")
 	s.num(&w.Concurrency, "DELETER_CONCURRENCY", "concurrency", "16", "jobs in flight per worker")
@@ -214,6 +276,11 @@ func runSettings(c *runConfig) *settings {
 	s.dur(&w.ShutdownTimeout, "DELETER_SHUTDOWN_TIMEOUT", "shutdown-timeout", "25s", "grace period for in-flight jobs at shutdown")
 	s.dur(&w.AckWait, "DELETER_ACK_WAIT", "ack-wait", "30s", "the consumer's ack wait")
 	s.boolean(&c.provision, "DELETER_PROVISION", "provision", "true", "create or update the streams and the consumer at start")
+	s.boolean(&w.DryRun, "DELETER_DRY_RUN", "dry-run", "false", "everything but the DELETE: outcome dry_run, job acked, nothing deleted")
+	s.float(&w.RateLimit, "DELETER_RATE_LIMIT", "rate-limit", "0", "API requests per second per worker; 0 = no limit (429s still slow it down)")
+	s.num(&w.RateBurst, "DELETER_RATE_BURST", "rate-burst", "", "burst of the rate limit (default: one second's worth)")
+	s.boolean(&w.VerifyNotFound, "DELETER_VERIFY_NOT_FOUND", "verify-not-found", "false", "after a 404, GET the run; if it still exists, dead-letter not_archived")
+	s.str(&c.HTTPAddr, "DELETER_HTTP_ADDR", "http-addr", ":9090", "address of /metrics, /healthz and /readyz; empty turns them off")
 	s.str(&w.WorkerID, "DELETER_WORKER_ID", "worker-id", "", "this worker's name in events (default: the host name)")
 	s.dur(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams (default: the longer of 10m and the longest retry path)")
 	s.dur(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept")
@@ -228,25 +295,18 @@ func runSettings(c *runConfig) *settings {
 // worker does not check itself.
 func loadRunConfig(args []string, getenv func(string) string, stderr io.Writer) (*runConfig, error) {
 	c := &runConfig{}
-	rest, err := runSettings(c).parse("run", args, getenv, stderr)
+	s := runSettings(c)
+	rest, err := s.parse("run", args, getenv, stderr)
 	if err != nil {
 		return nil, err
 	}
+	c.effective = s.effective()
 	if len(rest) > 0 {
 		return nil, fmt.Errorf("run takes no arguments, got %q", rest)
 	}
 	c.Worker.SkipProvision = !c.provision
 	var errs []error
-	switch {
-	case c.Token != "" && c.TokenFile != "":
-		errs = append(errs, errors.New("TALLYFY_ACCESS_TOKEN and TALLYFY_ACCESS_TOKEN_FILE are both set: set one"))
-	case c.Token == "" && c.TokenFile == "":
-		errs = append(errs, errors.New("no credentials: set TALLYFY_ACCESS_TOKEN or TALLYFY_ACCESS_TOKEN_FILE"))
-	case c.TokenFile != "":
-		if _, err := os.Stat(c.TokenFile); err != nil {
-			errs = append(errs, fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err))
-		}
-	}
+	errs = append(errs, c.checkCredentials()...)
 	if _, err := tallyfy.New(c.APIURL, tallyfy.WithToken("placeholder")); err != nil {
 		errs = append(errs, fmt.Errorf("TALLYFY_API_URL: %w", err))
 	}
@@ -262,4 +322,41 @@ func loadRunConfig(args []string, getenv func(string) string, stderr io.Writer) 
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
+}
+
+// checkCredentials wants exactly one way to authenticate.
+func (c *runConfig) checkCredentials() []error {
+	var errs []error
+	ways := 0
+	for _, set := range []bool{c.Token != "", c.TokenFile != "", c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != ""} {
+		if set {
+			ways++
+		}
+	}
+	switch {
+	case ways == 0:
+		return []error{errors.New("no credentials: set TALLYFY_ACCESS_TOKEN, TALLYFY_ACCESS_TOKEN_FILE, or TALLYFY_CLIENT_ID with TALLYFY_CLIENT_SECRET or TALLYFY_CLIENT_SECRET_FILE")}
+	case ways > 1:
+		return []error{errors.New("more than one kind of credentials: set only one of TALLYFY_ACCESS_TOKEN, TALLYFY_ACCESS_TOKEN_FILE, and TALLYFY_CLIENT_ID with its secret")}
+	}
+	if c.TokenFile != "" {
+		if _, err := os.Stat(c.TokenFile); err != nil {
+			errs = append(errs, fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err))
+		}
+	}
+	if c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != "" {
+		switch {
+		case c.ClientID == "":
+			errs = append(errs, errors.New("TALLYFY_CLIENT_SECRET or TALLYFY_CLIENT_SECRET_FILE is set but TALLYFY_CLIENT_ID is not"))
+		case c.ClientSecret != "" && c.ClientSecretFile != "":
+			errs = append(errs, errors.New("TALLYFY_CLIENT_SECRET and TALLYFY_CLIENT_SECRET_FILE are both set: set one"))
+		case c.ClientSecret == "" && c.ClientSecretFile == "":
+			errs = append(errs, errors.New("TALLYFY_CLIENT_ID is set but neither TALLYFY_CLIENT_SECRET nor TALLYFY_CLIENT_SECRET_FILE is"))
+		case c.ClientSecretFile != "":
+			if _, err := os.Stat(c.ClientSecretFile); err != nil {
+				errs = append(errs, fmt.Errorf("TALLYFY_CLIENT_SECRET_FILE: %w", err))
+			}
+		}
+	}
+	return errs
 }

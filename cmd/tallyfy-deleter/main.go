@@ -141,15 +141,19 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 
 	ctx, stop := signalContext(&log)
 	defer stop()
+	log.Info().Str("version", version).Interface("config", cfg.effective).Msg("effective configuration")
 
-	api, err := newAPIClient(cfg)
+	reg := newRegistry()
+	metrics := worker.NewMetrics(reg)
+	cfg.Worker.Metrics = metrics
+	api, err := newAPIClient(cfg, tallyfy.WithRequestHook(metrics.ObserveRequest))
 	if err != nil {
 		log.Error().Err(err).Msg("refusing to start")
 		return 2
 	}
 	nc, err := connectNATS(cfg.NATSURL, cfg.NATSCreds, "tallyfy-deleter "+workerID, &log)
 	if err != nil {
-		log.Error().Err(err).Str("nats_url", cfg.NATSURL).Msg("cannot connect to NATS")
+		log.Error().Err(err).Str("nats_url", hidePasswords(cfg.NATSURL)).Msg("cannot connect to NATS")
 		return 1
 	}
 	defer nc.Close()
@@ -163,7 +167,18 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 		log.Error().Err(err).Msg("refusing to start")
 		return 2
 	}
-	log.Info().Str("version", version).Str("nats_url", cfg.NATSURL).Str("api_url", cfg.APIURL).Msg("worker starting")
+	if cfg.HTTPAddr != "" {
+		srv, err := startHTTP(cfg.HTTPAddr, reg, func() (bool, []string) { return readiness(nc, w) }, &log)
+		if err != nil {
+			log.Error().Err(err).Str("addr", cfg.HTTPAddr).Msg("DELETER_HTTP_ADDR: cannot listen")
+			return 2
+		}
+		defer srv.stop()
+	}
+	if cfg.Worker.DryRun {
+		log.Warn().Msg("DELETER_DRY_RUN is on: nothing will be deleted")
+	}
+	log.Info().Str("nats_url", hidePasswords(cfg.NATSURL)).Str("api_url", cfg.APIURL).Msg("worker starting")
 	if err := w.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("worker could not start")
 		return 1
@@ -174,14 +189,26 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 	return 0
 }
 
-func newAPIClient(cfg *runConfig) (*tallyfy.Client, error) {
-	opts := []tallyfy.Option{
+func newAPIClient(cfg *runConfig, extra ...tallyfy.Option) (*tallyfy.Client, error) {
+	opts := append([]tallyfy.Option{
 		tallyfy.WithTimeout(cfg.Worker.APITimeout),
 		tallyfy.WithUserAgent(userAgent()),
-	}
-	if cfg.TokenFile != "" {
+	}, extra...)
+	switch {
+	case cfg.TokenFile != "":
 		opts = append(opts, tallyfy.WithTokenSource(tallyfy.FileTokenSource(cfg.TokenFile)))
-	} else {
+	case cfg.ClientID != "":
+		cs, err := tallyfy.ClientCredentials(tallyfy.ClientCredentialsConfig{
+			TokenURL:         cfg.TokenURL,
+			ClientID:         cfg.ClientID,
+			ClientSecret:     cfg.ClientSecret,
+			ClientSecretFile: cfg.ClientSecretFile,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("TALLYFY_CLIENT_ID, TALLYFY_CLIENT_SECRET(_FILE), TALLYFY_TOKEN_URL: %w", err)
+		}
+		opts = append(opts, tallyfy.WithTokenSource(cs))
+	default:
 		opts = append(opts, tallyfy.WithToken(cfg.Token))
 	}
 	return tallyfy.New(cfg.APIURL, opts...)

@@ -1,0 +1,109 @@
+package worker
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+)
+
+// Metrics is the Prometheus Observer. Its names are the README's contract.
+type Metrics struct {
+	jobs            *prometheus.CounterVec
+	apiRequests     *prometheus.CounterVec
+	apiDuration     prometheus.Histogram
+	jobDuration     prometheus.Histogram
+	breakerState    prometheus.Gauge
+	inFlight        prometheus.Gauge
+	publishFailures *prometheus.CounterVec
+	pending         prometheus.Gauge
+	ackPending      prometheus.Gauge
+	redelivered     prometheus.Gauge
+}
+
+// NewMetrics registers the worker's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	const ns = "tallyfy_deleter"
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_total",
+			Help: "Jobs finished, by outcome and dead-letter reason."}, []string{"outcome", "reason"}),
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "api_requests_total",
+			Help: "Tallyfy API requests, by HTTP status (\"error\" when there was no answer)."}, []string{"code"}),
+		apiDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "api_request_duration_seconds",
+			Help:    "Tallyfy API request time, body included.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+		jobDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "job_duration_seconds",
+			Help:    "Time from a job's publish to its outcome.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400}}),
+		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "breaker_state",
+			Help: "Circuit breaker: 0 closed, 1 half-open, 2 open."}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "jobs_in_flight",
+			Help: "Jobs in this worker's hands."}),
+		publishFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "publish_failures_total",
+			Help: "Results, dead letters and acks that JetStream did not confirm, by kind."}, []string{"kind"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_pending",
+			Help: "Jobs not yet delivered (the backlog), as the consumer reports it."}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_ack_pending",
+			Help: "Jobs delivered to the pool and not yet acked."}),
+		redelivered: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_redelivered",
+			Help: "Jobs delivered more than once and not yet acked."}),
+	}
+	for _, c := range []prometheus.Collector{m.jobs, m.apiRequests, m.apiDuration, m.jobDuration, m.breakerState,
+		m.inFlight, m.publishFailures, m.pending, m.ackPending, m.redelivered} {
+		f(c)
+	}
+	// Every series a dashboard or alert names exists from the start.
+	for _, o := range []Outcome{OutcomeDeleted, OutcomeNotFound, OutcomeDryRun} {
+		m.jobs.WithLabelValues(string(o), "")
+	}
+	for _, r := range []Reason{ReasonNotArchived, ReasonForbidden, ReasonRejected, ReasonRetriesExhausted,
+		ReasonInvalidJob, ReasonOrgNotAllowed, ReasonMaxDeliveries} {
+		m.jobs.WithLabelValues(string(OutcomeDeadLettered), string(r))
+	}
+	for _, k := range []string{"result", "dead_letter", "ack"} {
+		m.publishFailures.WithLabelValues(k)
+	}
+	return m
+}
+
+// ObserveRequest is a tallyfy.WithRequestHook.
+func (m *Metrics) ObserveRequest(info tallyfy.RequestInfo) {
+	code := "error"
+	if info.StatusCode != 0 {
+		code = strconv.Itoa(info.StatusCode)
+	}
+	m.apiRequests.WithLabelValues(code).Inc()
+	m.apiDuration.Observe(info.Duration.Seconds())
+}
+
+// JobStarted implements Observer.
+func (m *Metrics) JobStarted() { m.inFlight.Inc() }
+
+// JobEnded implements Observer.
+func (m *Metrics) JobEnded() { m.inFlight.Dec() }
+
+// JobFinished implements Observer.
+func (m *Metrics) JobFinished(o Outcome, r Reason, age time.Duration) {
+	m.jobs.WithLabelValues(string(o), string(r)).Inc()
+	m.jobDuration.Observe(age.Seconds())
+}
+
+// BreakerChanged implements Observer.
+func (m *Metrics) BreakerChanged(to gobreaker.State) {
+	// gobreaker's own numbering is the one documented: closed, half-open, open.
+	m.breakerState.Set(float64(to))
+}
+
+// PublishFailed implements Observer.
+func (m *Metrics) PublishFailed(kind string) { m.publishFailures.WithLabelValues(kind).Inc() }
+
+// ConsumerBacklog implements Observer.
+func (m *Metrics) ConsumerBacklog(pending, ackPending, redelivered uint64) {
+	m.pending.Set(float64(pending))
+	m.ackPending.Set(float64(ackPending))
+	m.redelivered.Set(float64(redelivered))
+}
