@@ -178,7 +178,7 @@ func (w *Worker) watchConsumer(cons jetstream.Consumer, done <-chan struct{}) {
 			continue
 		}
 		w.cfg.Metrics.ConsumerBacklog(info.NumPending, uint64(info.NumAckPending), uint64(info.NumRedelivered))
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered > 0 {
+		if info.NumPending == 0 && info.NumAckPending == 0 {
 			w.sweepStranded(info.Delivered.Stream, done)
 		}
 	}
