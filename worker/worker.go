@@ -364,9 +364,13 @@ func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, err
 			err = deleteErr
 		}
 	}
-	if errors.Is(err, tallyfy.ErrUnauthorized) {
+	var apiErr *tallyfy.APIError
+	switch {
+	case errors.Is(err, tallyfy.ErrUnauthorized):
 		w.credsRejected.Store(true)
-	} else if err == nil || errors.As(err, new(*tallyfy.APIError)) {
+	case err == nil, errors.As(err, &apiErr) && apiErr.StatusCode >= 400 && apiErr.StatusCode < 500:
+		// The API took the request past authentication. A 5xx from
+		// something in front of it says nothing about the credentials.
 		w.credsRejected.Store(false)
 	}
 	tripped = err != nil && isBreakerFailure(err) && w.breaker.State() != gobreaker.StateClosed
