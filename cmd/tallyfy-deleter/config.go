@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -23,7 +22,9 @@ import (
 type setting struct {
 	env, flag, def, help string
 	secret               bool
-	set                  func(string) error
+	// isBool flags may stand alone: --json means --json=true.
+	isBool bool
+	set    func(string) error
 	// value and from are what parse applied: for the start-up log.
 	value, from string
 }
@@ -66,7 +67,7 @@ func (s *settings) num(p *int, env, flagName, def, help string) *setting {
 }
 
 func (s *settings) boolean(p *bool, env, flagName, def, help string) *setting {
-	return s.add(env, flagName, def, help, func(v string) error {
+	st := s.add(env, flagName, def, help, func(v string) error {
 		b, err := strconv.ParseBool(strings.TrimSpace(v))
 		if err != nil {
 			return fmt.Errorf("%q is not true or false", v)
@@ -74,6 +75,8 @@ func (s *settings) boolean(p *bool, env, flagName, def, help string) *setting {
 		*p = b
 		return nil
 	})
+	st.isBool = true
+	return st
 }
 
 func (s *settings) float(p *float64, env, flagName, def, help string) *setting {
@@ -124,7 +127,9 @@ func (s *settings) strList(p *[]string, env, flagName, def, help string) *settin
 func (s *settings) parse(name string, args []string, getenv func(string) string, stderr io.Writer) ([]string, error) {
 	for _, st := range s.list {
 		v, from := st.def, "default"
-		if e := getenv(st.env); e != "" {
+		if st.env == "" {
+			// A flag of one command only; it has no variable.
+		} else if e := getenv(st.env); e != "" {
 			v, from = e, st.env
 		}
 		if v == "" {
@@ -138,13 +143,21 @@ func (s *settings) parse(name string, args []string, getenv func(string) string,
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	for _, st := range s.list {
-		fs.Func(st.flag, st.help, func(v string) error {
+		apply := func(v string) error {
 			if err := st.set(v); err != nil {
+				if st.env == "" {
+					return err
+				}
 				return fmt.Errorf("%s: %w", st.env, err)
 			}
 			st.value, st.from = v, "--"+st.flag
 			return nil
-		})
+		}
+		if st.isBool {
+			fs.BoolFunc(st.flag, st.help, apply)
+		} else {
+			fs.Func(st.flag, st.help, apply)
+		}
 	}
 	fs.Usage = func() { s.usage(stderr, name) }
 	if err := fs.Parse(args); err != nil {
@@ -165,7 +178,7 @@ func (s *settings) effective() map[string]string {
 		case st.secret:
 			v = "[REDACTED]"
 		default:
-			v = hidePasswords(v)
+			v = redactURLs(v)
 		}
 		if st.from != "default" {
 			v += " (" + st.from + ")"
@@ -175,20 +188,8 @@ func (s *settings) effective() map[string]string {
 	return out
 }
 
-// hidePasswords hides passwords in URLs such as nats://user:pass@host.
-func hidePasswords(v string) string {
-	parts := strings.Split(v, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = url.User("[REDACTED]")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
 func (s *settings) usage(w io.Writer, name string) {
-	fmt.Fprintf(w, "Usage: tallyfy-deleter %s [flags]\n\nEvery flag can also be set by its environment variable; the flag wins.\n\n", name)
+	fmt.Fprintf(w, "Usage: tallyfy-deleter %s [flags]\n\nA flag with an ENV can also be set by that environment variable; the flag wins.\n\n", name)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "FLAG\tENV\tDEFAULT\tMEANING")
 	for _, st := range s.list {
@@ -196,7 +197,11 @@ func (s *settings) usage(w io.Writer, name string) {
 		if def == "" {
 			def = "-"
 		}
-		fmt.Fprintf(tw, "--%s\t%s\t%s\t%s\n", st.flag, st.env, def, st.help)
+		env := st.env
+		if env == "" {
+			env = "-"
+		}
+		fmt.Fprintf(tw, "--%s\t%s\t%s\t%s\n", st.flag, env, def, st.help)
 	}
 	tw.Flush()
 }

@@ -153,7 +153,7 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	nc, err := connectNATS(cfg.NATSURL, cfg.NATSCreds, "tallyfy-deleter "+workerID, &log)
 	if err != nil {
-		log.Error().Err(err).Str("nats_url", hidePasswords(cfg.NATSURL)).Msg("cannot connect to NATS")
+		log.Error().Err(err).Str("nats_url", redactURLs(cfg.NATSURL)).Msg("cannot connect to NATS")
 		return 1
 	}
 	defer nc.Close()
@@ -178,7 +178,7 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 	if cfg.Worker.DryRun {
 		log.Warn().Msg("DELETER_DRY_RUN is on: nothing will be deleted")
 	}
-	log.Info().Str("nats_url", hidePasswords(cfg.NATSURL)).Str("api_url", cfg.APIURL).Msg("worker starting")
+	log.Info().Str("nats_url", redactURLs(cfg.NATSURL)).Str("api_url", cfg.APIURL).Msg("worker starting")
 	if err := w.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("worker could not start")
 		return 1
@@ -219,7 +219,10 @@ func connectNATS(url, creds, name string, log *zerolog.Logger) (*nats.Conn, erro
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if c.IsClosed() {
+				return // closed on purpose, not lost
+			}
 			log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {

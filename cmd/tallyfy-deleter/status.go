@@ -1,0 +1,401 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
+)
+
+const statusHelp = `
+Shows the jobs backlog (the consumer's pending, ack-pending and redelivered
+counts), the dead letters by reason and the result events kept, by outcome.
+Streams that do not exist yet are reported as such.
+`
+
+// statusReport is what `status --json` prints.
+type statusReport struct {
+	Jobs        jobsStatus    `json:"jobs"`
+	DeadLetters dlqStatus     `json:"dead_letters"`
+	Results     resultsStatus `json:"results"`
+}
+
+type jobsStatus struct {
+	Stream string `json:"stream"`
+	Exists bool   `json:"exists"`
+	// Messages are the jobs stored: not yet delivered, in progress, or
+	// waiting for a retry.
+	Messages uint64         `json:"messages"`
+	Consumer consumerStatus `json:"consumer"`
+}
+
+type consumerStatus struct {
+	Name   string `json:"name"`
+	Exists bool   `json:"exists"`
+	// Backlog is the jobs not yet delivered to any worker.
+	Backlog uint64 `json:"backlog"`
+	// AckPending is the jobs delivered and not yet finished (in a worker's
+	// hands, or waiting for a retry).
+	AckPending int `json:"ack_pending"`
+	// Redelivered is the jobs delivered more than once, not yet finished.
+	Redelivered int `json:"redelivered"`
+	// Waiting is the pull requests of workers waiting for jobs.
+	Waiting int  `json:"waiting"`
+	Paused  bool `json:"paused,omitempty"`
+}
+
+type dlqStatus struct {
+	Stream   string            `json:"stream"`
+	Exists   bool              `json:"exists"`
+	Total    uint64            `json:"total"`
+	ByReason map[string]uint64 `json:"by_reason"`
+}
+
+type resultsStatus struct {
+	Stream string `json:"stream"`
+	Exists bool   `json:"exists"`
+	// MaxAge is how long the stream keeps events: the counts cover that
+	// period, not all time.
+	MaxAge    string            `json:"max_age,omitempty"`
+	Total     uint64            `json:"total"`
+	ByOutcome map[string]uint64 `json:"by_outcome"`
+}
+
+// Every reason and outcome the worker knows, in the README's order, so
+// that the report always shows them, with 0 where there are none.
+var (
+	knownReasons = []worker.Reason{
+		worker.ReasonNotArchived, worker.ReasonForbidden, worker.ReasonRejected, worker.ReasonRetriesExhausted,
+		worker.ReasonInvalidJob, worker.ReasonOrgNotAllowed, worker.ReasonMaxDeliveries,
+	}
+	knownOutcomes = []worker.Outcome{
+		worker.OutcomeDeleted, worker.OutcomeNotFound, worker.OutcomeDeadLettered, worker.OutcomeDryRun,
+	}
+)
+
+func cmdStatus(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	var cfg toolConfig
+	var jsonOut bool
+	s := toolSettings(&cfg)
+	s.boolean(&jsonOut, "", "json", "false", "print JSON instead of tables")
+	rest, code, ok := parseTool(s, "status", args, getenv, stderr, statusHelp)
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "tallyfy-deleter status: takes no arguments, got %q\n", rest)
+		return 2
+	}
+	errw := newSyncWriter(stderr)
+	js, disconnect, err := toolConnect(&cfg, "status", errw)
+	if err != nil {
+		fmt.Fprintf(errw, "tallyfy-deleter status: %v\n", err)
+		return 1
+	}
+	defer disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	rep, err := collectStatus(ctx, js, cfg.Names)
+	if err != nil {
+		fmt.Fprintf(errw, "tallyfy-deleter status: %v\n", err)
+		return 1
+	}
+	if jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(errw, "tallyfy-deleter status: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	printStatus(stdout, rep)
+	return 0
+}
+
+func collectStatus(ctx context.Context, js jetstream.JetStream, n worker.Config) (*statusReport, error) {
+	rep := &statusReport{
+		Jobs:        jobsStatus{Stream: n.JobsStream, Consumer: consumerStatus{Name: n.Consumer}},
+		DeadLetters: dlqStatus{Stream: n.DLQStream, ByReason: map[string]uint64{}},
+		Results:     resultsStatus{Stream: n.ResultsStream, ByOutcome: map[string]uint64{}},
+	}
+	for _, r := range knownReasons {
+		rep.DeadLetters.ByReason[string(r)] = 0
+	}
+	for _, o := range knownOutcomes {
+		rep.Results.ByOutcome[string(o)] = 0
+	}
+
+	jobs, err := js.Stream(ctx, n.JobsStream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("stream %s: %w", n.JobsStream, err)
+	default:
+		rep.Jobs.Exists = true
+		rep.Jobs.Messages = jobs.CachedInfo().State.Msgs
+		cons, err := jobs.Consumer(ctx, n.Consumer)
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("consumer %s: %w", n.Consumer, err)
+		default:
+			ci := cons.CachedInfo()
+			rep.Jobs.Consumer = consumerStatus{
+				Name: n.Consumer, Exists: true,
+				Backlog: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,
+				Waiting: ci.NumWaiting, Paused: ci.Paused,
+			}
+		}
+	}
+
+	rep.DeadLetters.Exists, rep.DeadLetters.Total, _, err = countBySubject(ctx, js, n.DLQStream, n.DLQSubject, rep.DeadLetters.ByReason)
+	if err != nil {
+		return nil, err
+	}
+	var info *jetstream.StreamInfo
+	rep.Results.Exists, rep.Results.Total, info, err = countBySubject(ctx, js, n.ResultsStream, n.ResultsSubject, rep.Results.ByOutcome)
+	if err != nil {
+		return nil, err
+	}
+	if info != nil && info.Config.MaxAge > 0 {
+		rep.Results.MaxAge = info.Config.MaxAge.String()
+	}
+	return rep, nil
+}
+
+// countBySubject adds to counts the messages of stream on each subject
+// <prefix>.<token>, keyed by token.
+func countBySubject(ctx context.Context, js jetstream.JetStream, stream, prefix string, counts map[string]uint64) (bool, uint64, *jetstream.StreamInfo, error) {
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, 0, nil, nil
+	}
+	if err != nil {
+		return false, 0, nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+".>"))
+	if err != nil {
+		return false, 0, nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	for subj, c := range info.State.Subjects {
+		counts[strings.TrimPrefix(subj, prefix+".")] += c
+	}
+	return true, info.State.Msgs, info, nil
+}
+
+func printStatus(w io.Writer, r *statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+
+	j := r.Jobs
+	switch {
+	case !j.Exists:
+		fmt.Fprintf(tw, "JOBS  stream %s: not created yet (a worker creates it when it starts)\n", j.Stream)
+	case !j.Consumer.Exists:
+		fmt.Fprintf(tw, "JOBS  stream %s, consumer %s: consumer not created yet (a worker creates it when it starts)\n", j.Stream, j.Consumer.Name)
+		fmt.Fprintf(tw, "  in the stream\t%d\n", j.Messages)
+	default:
+		c := j.Consumer
+		paused := ""
+		if c.Paused {
+			paused = " (paused)"
+		}
+		fmt.Fprintf(tw, "JOBS  stream %s, consumer %s%s\n", j.Stream, c.Name, paused)
+		fmt.Fprintf(tw, "  backlog\t%d\tnot yet delivered to a worker\n", c.Backlog)
+		fmt.Fprintf(tw, "  ack pending\t%d\tdelivered, not yet finished (in progress or waiting to retry)\n", c.AckPending)
+		fmt.Fprintf(tw, "  redelivered\t%d\tdelivered more than once, not yet finished\n", c.Redelivered)
+		fmt.Fprintf(tw, "  waiting pulls\t%d\tworkers waiting for jobs\n", c.Waiting)
+		fmt.Fprintf(tw, "  in the stream\t%d\tjobs stored, not yet finished\n", j.Messages)
+	}
+	fmt.Fprintln(tw)
+
+	d := r.DeadLetters
+	if !d.Exists {
+		fmt.Fprintf(tw, "DEAD LETTERS  stream %s: not created yet\n", d.Stream)
+	} else {
+		fmt.Fprintf(tw, "DEAD LETTERS  stream %s, by reason\n", d.Stream)
+		printCounts(tw, d.ByReason, reasonNames(), d.Total)
+	}
+	fmt.Fprintln(tw)
+
+	res := r.Results
+	if !res.Exists {
+		fmt.Fprintf(tw, "RESULTS  stream %s: not created yet\n", res.Stream)
+		return
+	}
+	kept := ""
+	if res.MaxAge != "" {
+		kept = ", events of the last " + res.MaxAge
+	}
+	fmt.Fprintf(tw, "RESULTS  stream %s, by outcome%s\n", res.Stream, kept)
+	printCounts(tw, res.ByOutcome, outcomeNames(), res.Total)
+}
+
+// printCounts prints counts in the order of known, then any others by
+// name.
+func printCounts(tw io.Writer, counts map[string]uint64, known []string, total uint64) {
+	keys := slices.Clone(known)
+	var others []string
+	for k := range counts {
+		if !slices.Contains(known, k) {
+			others = append(others, k)
+		}
+	}
+	slices.Sort(others)
+	for _, k := range append(keys, others...) {
+		fmt.Fprintf(tw, "  %s\t%d\n", cell(k), counts[k])
+	}
+	fmt.Fprintf(tw, "  total\t%d\n", total)
+}
+
+func reasonNames() []string {
+	out := make([]string, len(knownReasons))
+	for i, r := range knownReasons {
+		out[i] = string(r)
+	}
+	return out
+}
+
+func outcomeNames() []string {
+	out := make([]string, len(knownOutcomes))
+	for i, o := range knownOutcomes {
+		out[i] = string(o)
+	}
+	return out
+}
+
+// What follows is shared by the operator tools (enqueue, dlq, status).
+
+// toolTimeout bounds every NATS call the tools make.
+const toolTimeout = 10 * time.Second
+
+// parseTool parses a tool's flags. more is printed after the flag table
+// for --help. It returns the positional arguments, or false and the exit
+// status: 0 after --help, 2 after a bad flag.
+func parseTool(s *settings, name string, args []string, getenv func(string) string, stderr io.Writer, more string) ([]string, int, bool) {
+	rest, err := s.parse(name, args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stderr, more)
+		return nil, 0, false
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tallyfy-deleter %s: %v\n", name, err)
+		return nil, 2, false
+	}
+	return rest, 0, true
+}
+
+// toolConnect connects to NATS; the client's warnings (a lost connection,
+// say) go to stderr until disconnect is called. disconnect closes the
+// connection quietly: closing fires the client's disconnect handler, whose
+// "reconnecting" warning would be wrong, and would arrive after the command
+// has returned.
+func toolConnect(c *toolConfig, tool string, stderr io.Writer) (js jetstream.JetStream, disconnect func(), err error) {
+	gate := &gateWriter{w: stderr}
+	log := zerolog.New(gate).Level(zerolog.WarnLevel).With().Timestamp().Str("tool", tool).Logger()
+	nc, err := connectNATS(c.NATSURL, c.NATSCreds, "tallyfy-deleter "+tool, &log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(c.NATSURL), err)
+	}
+	disconnect = func() {
+		gate.shut()
+		nc.Close()
+	}
+	// An async publish whose ack never comes fails after toolTimeout
+	// instead of waiting for ever.
+	js, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(toolTimeout))
+	if err != nil {
+		disconnect()
+		return nil, nil, fmt.Errorf("cannot use JetStream: %w", err)
+	}
+	return js, disconnect, nil
+}
+
+// gateWriter passes writes on until it is shut, then drops them.
+type gateWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+func (g *gateWriter) Write(b []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return len(b), nil
+	}
+	return g.w.Write(b)
+}
+
+func (g *gateWriter) shut() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+// redactURLs hides passwords in a comma list of NATS URLs.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// interruptible is cancelled by SIGINT or SIGTERM, so that a long run stops
+// taking new work, finishes what it started and prints its summary. A
+// second signal takes the default action and ends the process at once (a
+// read of a terminal, say, is not interrupted by the first). stop must be
+// called.
+func interruptible(stderr io.Writer) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			signal.Stop(sigs)
+			fmt.Fprintln(stderr, "interrupted: finishing what was started; interrupt again to quit at once")
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
+}
+
+// cell makes s safe for one tabwriter cell: no tabs, no line breaks.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
