@@ -84,7 +84,7 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 		res.Error = clean(cause.Error(), maxErrorHeader)
 	}
 
-	if err := w.record(res, t.msg.Data()); err != nil {
+	if err := w.record(t.hard, res, t.msg.Data()); err != nil {
 		kind := "result"
 		if strings.HasPrefix(err.Error(), "dead letter") {
 			kind = "dead_letter"
@@ -153,18 +153,24 @@ func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
 }
 
 // publish sends m to JetStream and waits for its confirmation, retrying a
-// few times. It runs on its own context: shutdown must not cancel the
-// record of a job that is done.
-func (w *Worker) publish(m *nats.Msg) error {
+// few times. ctx is the worker's hard context, which shutdown cancels only
+// when the grace period is over: the record of a job that is done must not
+// be lost to a shutdown that has just begun, and a job whose record could
+// not be confirmed by then is simply not acked, so it comes back.
+func (w *Worker) publish(ctx context.Context, m *nats.Msg) error {
 	var err error
 	for i := 0; ; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
-		_, err = w.js.PublishMsg(ctx, m)
+		pctx, cancel := context.WithTimeout(ctx, w.cfg.PublishTimeout)
+		_, err = w.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil || i == len(publishRetries) {
 			return err
 		}
-		time.Sleep(publishRetries[i])
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(publishRetries[i]):
+		}
 	}
 }
 

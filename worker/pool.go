@@ -144,7 +144,7 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 		Worker:    w.cfg.WorkerID,
 		At:        time.Now().UTC(),
 	}
-	if err := w.record(res, raw.Data); err != nil {
+	if err := w.record(ctx, res, raw.Data); err != nil {
 		w.cfg.Metrics.PublishFailed("dead_letter")
 		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: could not record the stranded job; it stays in the stream")
 		return
@@ -211,9 +211,9 @@ func (w *Worker) sweepStranded(lastDelivered uint64, done <-chan struct{}) {
 }
 
 // record publishes the dead letter, then the result event, both confirmed.
-func (w *Worker) record(res Result, data []byte) error {
+func (w *Worker) record(ctx context.Context, res Result, data []byte) error {
 	if res.Outcome == OutcomeDeadLettered {
-		if err := w.publish(w.deadLetter(data, res)); err != nil {
+		if err := w.publish(ctx, w.deadLetter(data, res)); err != nil {
 			return fmt.Errorf("dead letter: %w", err)
 		}
 	}
@@ -224,7 +224,7 @@ func (w *Worker) record(res Result, data []byte) error {
 	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
-	if err := w.publish(m); err != nil {
+	if err := w.publish(ctx, m); err != nil {
 		return fmt.Errorf("result event: %w", err)
 	}
 	return nil

@@ -65,6 +65,8 @@ type Worker struct {
 
 // task is one message in the worker's hands.
 type task struct {
+	// hard is cancelled when shutdown's grace period is over.
+	hard      context.Context
 	msg       jetstream.Msg
 	meta      *jetstream.MsgMetadata
 	start     time.Time
@@ -307,7 +309,7 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
-	t := &task{msg: msg, meta: meta, start: time.Now()}
+	t := &task{hard: hard, msg: msg, meta: meta, start: time.Now()}
 	t.lastTouch.Store(t.start.UnixNano())
 	w.tracked.Store(t, struct{}{})
 	defer w.tracked.Delete(t)
