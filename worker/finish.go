@@ -59,7 +59,7 @@ var publishRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * ti
 // publish cannot be confirmed the job is nak'd with a delay: never acked
 // without its record, never lost.
 func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, cause error) {
-	seq := t.meta.Sequence.Stream
+	seq := t.seq
 	res := Result{
 		OrgID:     job.OrgID,
 		RunID:     job.RunID,
@@ -67,7 +67,7 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 		Outcome:   d.Outcome,
 		Reason:    d.Reason,
 		Status:    d.Status,
-		Attempts:  int(t.meta.NumDelivered),
+		Attempts:  t.attempts(),
 		JobSeq:    seq,
 		Worker:    w.cfg.WorkerID,
 		At:        time.Now().UTC(),
@@ -194,12 +194,48 @@ func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
 	}
 }
 
-// giveBack naks at once so that another worker takes the job now.
+// giveBack hands a job back so that another worker takes it now. A nak
+// does, but it spends a delivery: on a job's last delivery it would strand
+// the job for something that is not the job's fault. So a job on its last
+// delivery is published again as a copy that keeps its identity
+// (Tallyfy-Job-Seq, Tallyfy-Attempts), and only then acked.
 func (w *Worker) giveBack(t *task, job Job) {
-	w.jobLog(w.log.Info(), t, job).Msg("shutting down: job handed back")
+	if int(t.meta.NumDelivered) >= w.cfg.MaxDeliver {
+		err := w.republish(t)
+		if err == nil {
+			w.jobLog(w.log.Info(), t, job).Str("as", "copy").Msg("shutting down: job handed back")
+			return
+		}
+		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("could not hand back a copy of a job on its last delivery; naking it")
+	}
+	w.jobLog(w.log.Info(), t, job).Str("as", "nak").Msg("shutting down: job handed back")
 	if err := t.msg.Nak(); err != nil {
 		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
 	}
+}
+
+// republish publishes t's job again, unchanged but for the headers that keep
+// its identity, and acks the original once the copy is confirmed.
+func (w *Worker) republish(t *task) error {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	defer cancel()
+	m := nats.NewMsg(w.cfg.JobsSubject)
+	m.Data = t.msg.Data()
+	for k, v := range t.msg.Headers() {
+		// The server's own headers (message ID, expectations) belong to
+		// the first publish.
+		if !strings.HasPrefix(k, "Nats-") {
+			m.Header[k] = v
+		}
+	}
+	attempts := strconv.Itoa(t.attempts())
+	m.Header.Set(HeaderJobSeq, strconv.FormatUint(t.seq, 10))
+	m.Header.Set(HeaderAttempts, attempts)
+	m.Header.Set(jetstream.MsgIDHeader, "handback-"+strconv.FormatUint(t.seq, 10)+"-"+attempts)
+	if _, err := w.js.PublishMsg(ctx, m, jetstream.WithExpectStream(w.cfg.JobsStream)); err != nil {
+		return err
+	}
+	return t.msg.DoubleAck(ctx)
 }
 
 // jobLog adds the fields every job line carries.
@@ -213,8 +249,8 @@ func (w *Worker) jobLog(ev *zerolog.Event, t *task, job Job) *zerolog.Event {
 	if job.RequestID != "" {
 		ev = ev.Str("request_id", job.RequestID)
 	}
-	return ev.Uint64("job_seq", t.meta.Sequence.Stream).
-		Int("attempt", int(t.meta.NumDelivered)).
+	return ev.Uint64("job_seq", t.seq).
+		Int("attempt", t.attempts()).
 		Int64("duration_ms", time.Since(t.start).Milliseconds())
 }
 

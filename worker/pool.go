@@ -31,6 +31,16 @@ func (w *Worker) pausePool(done <-chan struct{}) {
 		var st gobreaker.State
 		select {
 		case <-done:
+			if paused {
+				// Leaving: the jobs this worker handed back must go to
+				// another worker now, not when the pause ends. If the API
+				// is still down, their breakers pause the pool again.
+				ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+				if _, err := w.js.ResumeConsumer(ctx, w.cfg.JobsStream, w.cfg.Consumer); err != nil {
+					w.log.Warn().Err(err).Msg("could not resume the consumer on the way out; it resumes by itself when its pause ends")
+				}
+				cancel()
+			}
 			return
 		case st = <-w.breakerMoved:
 		}
@@ -132,15 +142,16 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 		return
 	}
 	job, _ := DecodeJob(raw.Data, w.cfg.DefaultOrg)
+	jobSeq, prior := identity(raw.Header, seq)
 	res := Result{
 		OrgID:     job.OrgID,
 		RunID:     job.RunID,
 		RequestID: job.RequestID,
 		Outcome:   OutcomeDeadLettered,
 		Reason:    ReasonMaxDeliveries,
-		Error:     fmt.Sprintf("delivered %d times without an outcome: the worker holding its last delivery stopped or lost it", deliveries),
-		Attempts:  deliveries,
-		JobSeq:    seq,
+		Error:     fmt.Sprintf("delivered %d times without an outcome: the worker holding its last delivery stopped or lost it", prior+deliveries),
+		Attempts:  prior + deliveries,
+		JobSeq:    jobSeq,
 		Worker:    w.cfg.WorkerID,
 		At:        time.Now().UTC(),
 	}
@@ -153,8 +164,13 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: dead-lettered, but could not remove the job from the stream")
 	}
 	w.cfg.Metrics.JobFinished(res.Outcome, res.Reason, time.Since(raw.Time))
-	w.log.Warn().Str("org_id", res.OrgID).Str("run_id", res.RunID).Str("request_id", res.RequestID).
-		Uint64("job_seq", seq).Int("attempt", deliveries).Str("outcome", string(res.Outcome)).
+	ev := w.log.Warn()
+	for k, v := range map[string]string{"org_id": res.OrgID, "run_id": res.RunID, "request_id": res.RequestID} {
+		if v != "" {
+			ev = ev.Str(k, v)
+		}
+	}
+	ev.Uint64("job_seq", jobSeq).Int("attempt", prior+deliveries).Str("outcome", string(res.Outcome)).
 		Str("reason", string(res.Reason)).Str("error", res.Error).Msg("job finished")
 }
 
@@ -165,6 +181,10 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 func (w *Worker) watchConsumer(cons jetstream.Consumer, done <-chan struct{}) {
 	tick := time.NewTicker(w.cfg.BacklogInterval)
 	defer tick.Stop()
+	// A job is swept only when two checks in a row find it stranded: in a
+	// cluster, an ack can reach the consumer before the job's removal
+	// reaches the stream replica that answers.
+	var suspects map[uint64]bool
 	for {
 		select {
 		case <-done:
@@ -179,35 +199,45 @@ func (w *Worker) watchConsumer(cons jetstream.Consumer, done <-chan struct{}) {
 		}
 		w.cfg.Metrics.ConsumerBacklog(info.NumPending, uint64(info.NumAckPending), uint64(info.NumRedelivered))
 		if info.NumPending == 0 && info.NumAckPending == 0 {
-			w.sweepStranded(info.Delivered.Stream, done)
+			suspects = w.sweepStranded(info.Delivered.Stream, suspects, done)
+		} else {
+			suspects = nil
 		}
 	}
 }
 
-func (w *Worker) sweepStranded(lastDelivered uint64, done <-chan struct{}) {
+// sweepStranded sweeps the jobs found stranded now that were suspects
+// already, and returns those found stranded for the first time.
+func (w *Worker) sweepStranded(lastDelivered uint64, suspects map[uint64]bool, done <-chan struct{}) map[uint64]bool {
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
 	defer cancel()
 	stream, err := w.js.Stream(ctx, w.cfg.JobsStream)
 	if err != nil {
-		return
+		return nil
 	}
 	st := stream.CachedInfo().State
 	if st.Msgs == 0 {
-		return
+		return nil
 	}
+	next := map[uint64]bool{}
 	const maxPerRound = 1000
 	for seq, n := st.FirstSeq, 0; seq <= lastDelivered && seq <= st.LastSeq && n < maxPerRound; seq++ {
 		select {
 		case <-done:
-			return
+			return nil
 		default:
 		}
 		n++
 		if _, err := stream.GetMsg(ctx, seq); err != nil {
 			continue
 		}
-		w.sweepOne(seq, w.cfg.MaxDeliver)
+		if suspects[seq] {
+			w.sweepOne(seq, w.cfg.MaxDeliver)
+		} else {
+			next[seq] = true
+		}
 	}
+	return next
 }
 
 // record publishes the dead letter, then the result event, both confirmed.

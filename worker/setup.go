@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -57,8 +60,44 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// setup provisions or checks the streams and binds the consumer.
+// setupPatience is how long setup keeps retrying errors that may pass: a
+// JetStream cluster that is still electing leaders, or that times out
+// while several workers of a new pool create the same streams at once.
+const setupPatience = 2 * time.Minute
+
+// setup provisions or checks the streams and binds the consumer, retrying
+// what may pass and failing at once on what will not (a configuration the
+// server refuses, a stream that does not exist).
 func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
+	deadline := time.Now().Add(setupPatience)
+	wait := 500 * time.Millisecond
+	for {
+		cons, err := w.setupOnce(ctx)
+		if err == nil || !mayPass(err) || time.Now().Add(wait).After(deadline) {
+			return cons, err
+		}
+		w.log.Warn().Err(err).Dur("retry_in", wait).Msg("setting up streams and consumer failed; retrying")
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// mayPass tells a timeout or an unavailable JetStream from an answer.
+func mayPass(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.Code == 408 || apiErr.Code >= 500
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)
+}
+
+func (w *Worker) setupOnce(ctx context.Context) (jetstream.Consumer, error) {
 	jobs, results, dlq := w.cfg.StreamConfigs()
 	if !w.cfg.SkipProvision {
 		for _, sc := range []jetstream.StreamConfig{jobs, results, dlq} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,11 +67,16 @@ type Worker struct {
 // task is one message in the worker's hands.
 type task struct {
 	// hard is cancelled when shutdown's grace period is over.
-	hard      context.Context
-	msg       jetstream.Msg
-	meta      *jetstream.MsgMetadata
-	start     time.Time
-	lastTouch atomic.Int64 // unix nanos of the last ack-wait reset
+	hard context.Context
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	// seq is the job's identity: its stream sequence, or that of the job
+	// it is a handed-back copy of.
+	seq uint64
+	// priorAttempts are deliveries of the job before this copy.
+	priorAttempts int
+	start         time.Time
+	lastTouch     atomic.Int64 // unix nanos of the last ack-wait reset
 }
 
 // New checks cfg and builds a worker. js must be connected; api is called
@@ -309,7 +315,8 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
-	t := &task{hard: hard, msg: msg, meta: meta, start: time.Now()}
+	t := &task{hard: hard, msg: msg, meta: meta, seq: meta.Sequence.Stream, start: time.Now()}
+	t.adoptIdentity()
 	t.lastTouch.Store(t.start.UnixNano())
 	w.tracked.Store(t, struct{}{})
 	defer w.tracked.Delete(t)
@@ -345,6 +352,30 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 			return
 		}
 	}
+}
+
+// attempts counts every delivery of the job, copies included.
+func (t *task) attempts() int { return t.priorAttempts + int(t.meta.NumDelivered) }
+
+// adoptIdentity makes a handed-back copy (see giveBack) report as the job
+// it copies: the same job_seq, so the same result and dead-letter IDs, and
+// its deliveries counted on.
+func (t *task) adoptIdentity() {
+	t.seq, t.priorAttempts = identity(t.msg.Headers(), t.seq)
+}
+
+// identity is the job sequence and earlier deliveries of the message at
+// seq: its own, or those of the job it is a handed-back copy of.
+func identity(h nats.Header, seq uint64) (uint64, int) {
+	orig, err := strconv.ParseUint(h.Get(HeaderJobSeq), 10, 64)
+	if err != nil || orig == 0 || orig >= seq {
+		return seq, 0
+	}
+	n, err := strconv.Atoi(h.Get(HeaderAttempts))
+	if err != nil || n < 0 || n > 1<<20 {
+		return seq, 0
+	}
+	return orig, n
 }
 
 // call makes one API call through the breaker. tripped is true when the

@@ -285,7 +285,7 @@ func runSettings(c *runConfig) *settings {
 	s.float(&w.RateLimit, "DELETER_RATE_LIMIT", "rate-limit", "0", "API requests per second per worker; 0 = no limit (429s still slow it down)")
 	s.num(&w.RateBurst, "DELETER_RATE_BURST", "rate-burst", "", "burst of the rate limit (default: one second's worth)")
 	s.boolean(&w.VerifyNotFound, "DELETER_VERIFY_NOT_FOUND", "verify-not-found", "false", "after a 404, GET the run; if it still exists, dead-letter not_archived")
-	s.str(&c.HTTPAddr, "DELETER_HTTP_ADDR", "http-addr", ":9090", "address of /metrics, /healthz and /readyz; empty turns them off")
+	s.str(&c.HTTPAddr, "DELETER_HTTP_ADDR", "http-addr", ":9090", "address of /metrics, /healthz and /readyz; 'off' turns them off")
 	s.str(&w.WorkerID, "DELETER_WORKER_ID", "worker-id", "", "this worker's name in events (default: the host name)")
 	s.dur(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams (default: the longer of 10m and the longest retry path)")
 	s.dur(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept")
@@ -306,6 +306,9 @@ func loadRunConfig(args []string, getenv func(string) string, stderr io.Writer) 
 		return nil, err
 	}
 	c.effective = s.effective()
+	if c.HTTPAddr == "off" {
+		c.HTTPAddr = ""
+	}
 	if len(rest) > 0 {
 		return nil, fmt.Errorf("run takes no arguments, got %q", rest)
 	}

@@ -138,7 +138,7 @@ func TestEffectiveConfigLogged(t *testing.T) {
 	srv := testutil.JetStream(t)
 	api := testutil.NewFakeTallyfy(t)
 	logs := startBinary(t, "NATS_URL="+srv.URL(), "TALLYFY_API_URL="+api.URL(), "TALLYFY_ACCESS_TOKEN=sekrit-token-value",
-		"TALLYFY_ORG_ID=org1", "DELETER_HTTP_ADDR=", "DELETER_CONCURRENCY=3")
+		"TALLYFY_ORG_ID=org1", "DELETER_HTTP_ADDR=off", "DELETER_CONCURRENCY=3")
 	waitFor(t, 10*time.Second, "the start-up line", func() bool { return strings.Contains(logs.String(), "effective configuration") })
 	var line map[string]any
 	for _, l := range strings.Split(logs.String(), "\n") {
@@ -169,7 +169,7 @@ func TestClientCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := startBinary(t, "NATS_URL="+srv.URL(), "TALLYFY_API_URL="+api.URL(), "TALLYFY_TOKEN_URL="+api.TokenURL(),
-		"TALLYFY_CLIENT_ID=client-1", "TALLYFY_CLIENT_SECRET_FILE="+secretFile, "TALLYFY_ORG_ID=org1", "DELETER_HTTP_ADDR=",
+		"TALLYFY_CLIENT_ID=client-1", "TALLYFY_CLIENT_SECRET_FILE="+secretFile, "TALLYFY_ORG_ID=org1", "DELETER_HTTP_ADDR=off",
 		"DELETER_BREAKER_TIMEOUT=1s")
 	_, js := testutil.Connect(t, srv.URL())
 	ctx := context.Background()
