@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBench runs the built binary's bench with tiny numbers (its children
+// are the binary re-executed, so it cannot run in-process) and checks that
+// the table has both loops with numbers that make sense.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two child processes against embedded servers")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	cmd := exec.CommandContext(ctx, binary, "bench", "--jobs", "200", "--concurrency", "4", "--api-latency", "0")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+
+	rows := map[string][]string{}
+	for line := range strings.Lines(out.String()) {
+		f := strings.Fields(line)
+		if len(f) >= 10 && f[0] == "0s" && f[1] == "4" {
+			rows[f[2]] = f
+		}
+	}
+	for _, loop := range []string{"bare", "worker"} {
+		f, ok := rows[loop]
+		if !ok {
+			t.Fatalf("no %s row in the table:\n%s", loop, out.String())
+		}
+		// latency concurrency loop jobs jobs/s p50 p99 cpu rss allocs [ratio]
+		num := func(i int) float64 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				t.Fatalf("%s row, column %d %q: %v", loop, i, f[i], err)
+			}
+			return v
+		}
+		if f[3] != "200" {
+			t.Errorf("%s row: jobs %s, want 200", loop, f[3])
+		}
+		if v := num(4); v < 10 || v > 1e6 {
+			t.Errorf("%s row: %v jobs/s", loop, v)
+		}
+		p50, err1 := time.ParseDuration(f[5])
+		p99, err2 := time.ParseDuration(f[6])
+		if err1 != nil || err2 != nil || p50 <= 0 || p99 < p50 || p99 > time.Minute {
+			t.Errorf("%s row: p50 %s, p99 %s", loop, f[5], f[6])
+		}
+		if v := num(7); v <= 0 || v > 1000 {
+			t.Errorf("%s row: %v CPU s per 10k jobs", loop, v)
+		}
+		if v := num(8); v < 1 || v > 1024 {
+			t.Errorf("%s row: peak RSS %v MiB", loop, v)
+		}
+		if v := num(9); v < 10 || v > 100000 {
+			t.Errorf("%s row: %v allocs per job", loop, v)
+		}
+	}
+	// The worker/bare ratio is the worker row's last column; the bare row
+	// has none.
+	if f := rows["worker"]; len(f) != len(rows["bare"])+1 {
+		t.Errorf("the worker row has no worker/bare ratio: %q", f)
+	} else if r, err := strconv.ParseFloat(f[len(f)-1], 64); err != nil || r <= 0 {
+		t.Errorf("worker/bare ratio %q", f[len(f)-1])
+	}
+	for _, want := range []string{"publish time", "target: latency 0, concurrency 4"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestBenchJSON(t *testing.T) {
+	rows := []benchRow{
+		{APILatency: "0s", Concurrency: 4, Loop: loopBare, Jobs: 10, JobsPerSec: 100},
+		{APILatency: "0s", Concurrency: 4, Loop: loopWorker, Jobs: 10, JobsPerSec: 90, WorkerVsBare: 0.9},
+	}
+	b, err := json.Marshal(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []map[string]any
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"api_latency", "concurrency", "loop", "jobs_per_sec", "p50_ms", "p99_ms", "cpu_s_per_10k_jobs", "peak_rss_mib", "allocs_per_job"} {
+		if _, ok := back[0][k]; !ok {
+			t.Errorf("row lacks %q: %s", k, b)
+		}
+	}
+	if back[1]["worker_bare_ratio"] != 0.9 {
+		t.Errorf("worker row: %s", b)
+	}
+}
+
+func TestBenchRefusesBadFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"concurrency not a number", []string{"--concurrency", "1,lots"}, "--concurrency"},
+		{"concurrency zero", []string{"--concurrency", "0"}, "--concurrency"},
+		{"bad latency", []string{"--api-latency", "50"}, "--api-latency"},
+		{"no jobs", []string{"--jobs", "0"}, "--jobs"},
+		{"stray argument", []string{"now"}, "unexpected"},
+		{"child without servers", []string{"--child", "worker"}, "--nats-url"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := run(append([]string{"bench"}, tc.args...), env(), &out, &errOut); code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			if !strings.Contains(errOut.String(), tc.want) {
+				t.Errorf("message does not name %s:\n%s", tc.want, errOut.String())
+			}
+		})
+	}
+}
