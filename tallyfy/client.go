@@ -44,7 +44,9 @@ type Client struct {
 	// prefix is scheme://host/base-path, escaped, without a trailing slash.
 	prefix  string
 	hc      *http.Client
-	timeout time.Duration
+	// keepAlive is how many idle connections the default transport keeps.
+	keepAlive int
+	timeout   time.Duration
 	ts      oauth2.TokenSource
 	ua      string
 	hook    func(RequestInfo)
@@ -110,6 +112,10 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.hc = noRedirects(nil)
+		if c.keepAlive > 0 {
+			t := c.hc.Transport.(*http.Transport)
+			t.MaxIdleConns, t.MaxIdleConnsPerHost = c.keepAlive, c.keepAlive
+		}
 	}
 	return c, nil
 }
@@ -123,6 +129,20 @@ func WithHTTPClient(hc *http.Client) Option {
 			return errors.New("tallyfy: WithHTTPClient: client is nil")
 		}
 		c.hc = noRedirects(hc)
+		return nil
+	}
+}
+
+// WithKeepAlive keeps up to n idle connections to the API (default 64)
+// in the default transport. Set it to the number of calls in flight at
+// once: with fewer, every burst closes connections and dials new ones.
+// It has no effect with WithHTTPClient.
+func WithKeepAlive(n int) Option {
+	return func(c *Client) error {
+		if n < 1 {
+			return fmt.Errorf("tallyfy: WithKeepAlive: %d is not positive", n)
+		}
+		c.keepAlive = n
 		return nil
 	}
 }

@@ -64,6 +64,29 @@ func BenchmarkRoute(b *testing.B) {
 	}
 }
 
+// BenchmarkJobHotPath is the three together, for one deleted job: what the
+// worker spends on a job besides the network.
+func BenchmarkJobHotPath(b *testing.B) {
+	body := []byte(`{"org_id":"acme","run_id":"3f2a9c8e7d6b5a4f3e2d1c0b9a8f7e6d","request_id":"gdpr-1142"}`)
+	p := worker.Policy{MaxDeliver: 5, Backoff: worker.DefaultBackoff}
+	b.ReportAllocs()
+	var seq uint64 = 1_234_567
+	for b.Loop() {
+		job, err := worker.DecodeJob(body, "acme")
+		d := p.Route(worker.Attempt{Err: err, Delivered: 1})
+		res := worker.Result{OrgID: job.OrgID, RunID: job.RunID, RequestID: job.RequestID, Outcome: d.Outcome,
+			Status: 200, Attempts: 1, JobSeq: seq, Worker: "deleter-7d9f-abc", At: time.Now().UTC()}
+		data, err := json.Marshal(res)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m := nats.NewMsg(worker.DefaultResultsSubject + "." + string(res.Outcome))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(seq, 10))
+		seq++
+	}
+}
+
 // BenchmarkResultEvent builds the result event of a deleted run as the
 // worker's finish does: marshal the Result, then the message with its
 // Nats-Msg-Id header.

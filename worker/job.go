@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -105,6 +104,10 @@ func validRequestID(s string) bool {
 }
 
 // decodeFields reads the top-level object into job without validating IDs.
+// json.Valid checks the syntax first (without allocating); the scan after
+// it can then be simple, and allocates only for the strings it keeps. It is
+// the worker's per-job hot path: encoding/json's token API cost more than
+// the rest of a job's CPU together.
 func decodeFields(data []byte, job *Job) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return invalid("body is empty")
@@ -115,67 +118,162 @@ func decodeFields(data []byte, job *Job) error {
 	if !utf8.Valid(data) {
 		return invalid("body is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return invalid("body is not JSON")
+	if !json.Valid(data) {
+		return invalid("body is not valid JSON (or has data after the JSON value)")
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	s := scan{b: data}
+	if s.ws() != '{' {
 		return invalid("body is not a JSON object")
 	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return invalid("body is not valid JSON")
+	s.i++
+	var seen [3]bool
+	for {
+		switch s.ws() {
+		case '}':
+			return nil
+		case ',':
+			s.i++
+			s.ws()
 		}
-		key, _ := tok.(string)
-		var dst *string
+		key, err := s.str()
+		if err != nil {
+			return err
+		}
+		s.ws()
+		s.i++ // ':'
+		c := s.ws()
+		idx := -1
 		switch key {
 		case "org_id":
-			dst = &job.OrgID
+			idx = 0
 		case "run_id":
-			dst = &job.RunID
+			idx = 1
 		case "request_id":
-			dst = &job.RequestID
+			idx = 2
 		default:
 			for _, known := range []string{"org_id", "run_id", "request_id"} {
 				if strings.EqualFold(key, known) {
 					return invalid(fmt.Sprintf("field %q is not %q: field names are case-sensitive", key, known))
 				}
 			}
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return invalid("body is not valid JSON")
-			}
+			s.skip()
 			continue
 		}
-		if seen[key] {
+		if seen[idx] {
 			return invalid(fmt.Sprintf("field %q appears more than once", key))
 		}
-		seen[key] = true
-		val, err := dec.Token()
-		if err != nil {
-			return invalid("body is not valid JSON")
-		}
-		switch v := val.(type) {
-		case string:
-			if v == "" && key == "org_id" {
-				return invalid("org_id is empty")
+		seen[idx] = true
+		var v string
+		switch c {
+		case '"':
+			if v, err = s.str(); err != nil {
+				return err
 			}
-			*dst = v
-		case nil:
+		case 'n':
 			// null reads as absent: some producers write every optional field.
+			s.i += len("null")
+			continue
 		default:
 			return invalid(fmt.Sprintf("field %q is not a string", key))
 		}
+		switch idx {
+		case 0:
+			if v == "" {
+				return invalid("org_id is empty")
+			}
+			job.OrgID = v
+		case 1:
+			job.RunID = v
+		case 2:
+			job.RequestID = v
+		}
 	}
-	if _, err := dec.Token(); err != nil {
-		return invalid("body is not valid JSON")
+}
+
+// scan walks JSON that json.Valid has accepted.
+type scan struct {
+	b []byte
+	i int
+}
+
+// ws skips white space and returns the next byte (0 at the end).
+func (s *scan) ws() byte {
+	for s.i < len(s.b) {
+		switch c := s.b[s.i]; c {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return c
+		}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return invalid("body has data after the JSON object")
+	return 0
+}
+
+// str reads the string at s.i.
+func (s *scan) str() (string, error) {
+	start := s.i
+	escaped := false
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			escaped = true
+			s.i++
+		case '"':
+			s.i++
+			raw := s.b[start:s.i]
+			if !escaped {
+				return string(raw[1 : len(raw)-1]), nil
+			}
+			var v string
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return "", invalid("body has a string that cannot be read")
+			}
+			return v, nil
+		}
 	}
-	return nil
+	return "", invalid("body is not valid JSON")
+}
+
+// skipStr passes over the string at s.i without reading it.
+func (s *scan) skipStr() {
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			s.i++
+		case '"':
+			s.i++
+			return
+		}
+	}
+}
+
+// skip passes over the value at s.i.
+func (s *scan) skip() {
+	depth := 0
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '"':
+			s.skipStr()
+			if depth == 0 {
+				return
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return // the end of the enclosing object
+			}
+			depth--
+			if depth == 0 {
+				s.i++
+				return
+			}
+		case ',':
+			if depth == 0 {
+				return
+			}
+		}
+		s.i++
+	}
 }

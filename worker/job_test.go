@@ -1,6 +1,8 @@
 package worker_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -70,6 +72,22 @@ func FuzzDecodeJob(f *testing.F) {
 		}
 		if !tallyfy.ValidID(job.OrgID) || !tallyfy.ValidID(job.RunID) {
 			t.Fatalf("accepted invalid IDs %+v from %q", job, data)
+		}
+		// What it accepted is what encoding/json reads from the same bytes.
+		var m map[string]any
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber() // numbers in unknown fields may not fit a float64
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", data, err)
+		}
+		want := func(key, dflt string) string {
+			if v, ok := m[key].(string); ok {
+				return v
+			}
+			return dflt
+		}
+		if job.OrgID != want("org_id", "dflt") || job.RunID != want("run_id", "") || job.RequestID != want("request_id", "") {
+			t.Fatalf("read %+v from %q; encoding/json reads %v", job, data, m)
 		}
 		for _, c := range job.OrgID + job.RunID {
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {

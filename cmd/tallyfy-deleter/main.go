@@ -193,6 +193,9 @@ func newAPIClient(cfg *runConfig, extra ...tallyfy.Option) (*tallyfy.Client, err
 	opts := append([]tallyfy.Option{
 		tallyfy.WithTimeout(cfg.Worker.APITimeout),
 		tallyfy.WithUserAgent(userAgent()),
+		// One connection per job in flight (a verify GET follows its
+		// DELETE, never runs beside it), so none is redialled.
+		tallyfy.WithKeepAlive(max(cfg.Worker.Concurrency, worker.DefaultConcurrency)),
 	}, extra...)
 	switch {
 	case cfg.TokenFile != "":
