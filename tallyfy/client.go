@@ -42,14 +42,14 @@ var ErrInvalidID = errors.New("tallyfy: invalid ID (want 1 to 64 ASCII letters, 
 // per-call state; build one per process with New.
 type Client struct {
 	// prefix is scheme://host/base-path, escaped, without a trailing slash.
-	prefix  string
-	hc      *http.Client
+	prefix string
+	hc     *http.Client
 	// keepAlive is how many idle connections the default transport keeps.
 	keepAlive int
 	timeout   time.Duration
-	ts      oauth2.TokenSource
-	ua      string
-	hook    func(RequestInfo)
+	ts        oauth2.TokenSource
+	ua        string
+	hook      func(RequestInfo)
 }
 
 // Option configures a Client. Options check their input and New returns
