@@ -295,9 +295,10 @@ func TestOutageDeadLettersNothing(t *testing.T) {
 	if n := len(e.deadLetters()); n != 0 {
 		t.Errorf("%d dead letters during an outage", n)
 	}
-	// Before it opened: at most the jobs in hand; after: one probe per
-	// breaker timeout (plus one for slack).
-	bound := int64(cfg.Concurrency) + int64(outage/cfg.BreakerTimeout) + 1
+	// Before it opened: the jobs in hand, and the jobs pulled into the slots
+	// of the failures that counted before it opened; after: one probe per
+	// breaker timeout (plus one for the probe in progress).
+	bound := int64(cfg.Concurrency) + int64(cfg.BreakerFailures) + int64(outage/cfg.BreakerTimeout) + 1
 	t.Logf("outage of %s: Tallyfy received %d requests (bound %d)", outage.Round(time.Millisecond), during, bound)
 	if during > bound {
 		t.Errorf("Tallyfy received %d requests during the outage, more than %d", during, bound)
