@@ -145,21 +145,25 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A failed or interrupted bench still shows the rows it finished: a
+	// full run takes long.
 	rows, err := bench(ctx, opts, stderr)
+	if err == nil || len(rows) > 0 {
+		if opts.json {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rows); err != nil {
+				fmt.Fprintf(stderr, "tallyfy-deleter bench: %v\n", err)
+				return 1
+			}
+		} else {
+			printBenchTable(stdout, rows, opts.memory)
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tallyfy-deleter bench: %v\n", err)
 		return 1
 	}
-	if opts.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
-			fmt.Fprintf(stderr, "tallyfy-deleter bench: %v\n", err)
-			return 1
-		}
-		return 0
-	}
-	printBenchTable(stdout, rows, opts.memory)
 	return 0
 }
 
@@ -244,6 +248,8 @@ type bencher struct {
 	profileDir string
 }
 
+// bench runs every setting on one pair of servers. On error it returns the
+// rows finished before it, with the error.
 func bench(ctx context.Context, opts benchOptions, stderr io.Writer) ([]benchRow, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -293,11 +299,11 @@ func bench(ctx context.Context, opts benchOptions, stderr io.Writer) ([]benchRow
 			for range opts.repeat {
 				r, err := b.run(ctx, loopBare, lat, c, opts.jobs)
 				if err != nil {
-					return nil, err
+					return rows, err
 				}
 				bares = append(bares, r)
 				if r, err = b.run(ctx, loopWorker, lat, c, opts.jobs); err != nil {
-					return nil, err
+					return rows, err
 				}
 				workers = append(workers, r)
 			}
@@ -321,7 +327,7 @@ func (b *bencher) memory(ctx context.Context, opts benchOptions) ([]benchRow, er
 			for i, n := range opts.memoryJobs {
 				r, err := b.run(ctx, loopWorker, lat, c, n)
 				if err != nil {
-					return nil, err
+					return rows, err
 				}
 				if i == 0 {
 					first = r
