@@ -119,7 +119,13 @@ func decodeFields(data []byte, job *Job) error {
 		return invalid("body is not valid UTF-8")
 	}
 	if !json.Valid(data) {
-		return invalid("body is not valid JSON (or has data after the JSON value)")
+		// Off the hot path: say which of the two it is.
+		dec := json.NewDecoder(bytes.NewReader(data))
+		var first json.RawMessage
+		if dec.Decode(&first) == nil {
+			return invalid("body has data after the JSON object")
+		}
+		return invalid("body is not valid JSON")
 	}
 	s := scan{b: data}
 	if s.ws() != '{' {
