@@ -168,12 +168,15 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	if cfg.HTTPAddr != "" {
+		// A taken port must not stop deletions: several workers on one host
+		// with the default address would otherwise all but one refuse to
+		// run. Without the server the probes fail, which is visible enough.
 		srv, err := startHTTP(cfg.HTTPAddr, reg, func() (bool, []string) { return readiness(nc, w) }, &log)
 		if err != nil {
-			log.Error().Err(err).Str("addr", cfg.HTTPAddr).Msg("DELETER_HTTP_ADDR: cannot listen")
-			return 2
+			log.Error().Err(err).Str("addr", cfg.HTTPAddr).Msg("DELETER_HTTP_ADDR: cannot listen; running without /metrics, /healthz and /readyz")
+		} else {
+			defer srv.stop()
 		}
-		defer srv.stop()
 	}
 	if cfg.Worker.DryRun {
 		log.Warn().Msg("DELETER_DRY_RUN is on: nothing will be deleted")

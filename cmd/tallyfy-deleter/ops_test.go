@@ -197,3 +197,20 @@ func TestClientCredentials(t *testing.T) {
 		t.Errorf("the client secret appears in the log")
 	}
 }
+
+// TestTakenHTTPAddressDoesNotStopTheWorker: a second worker on the same
+// host with the same DELETER_HTTP_ADDR still deletes.
+func TestTakenHTTPAddressDoesNotStopTheWorker(t *testing.T) {
+	srv := testutil.JetStream(t)
+	api := testutil.NewFakeTallyfy(t)
+	addr := freeAddr(t)
+	common := []string{"NATS_URL=" + srv.URL(), "TALLYFY_API_URL=" + api.URL(), "TALLYFY_ACCESS_TOKEN=" + api.Token(),
+		"TALLYFY_ORG_ID=org1", "DELETER_HTTP_ADDR=" + addr}
+	startBinary(t, append(common, "DELETER_WORKER_ID=first")...)
+	waitFor(t, 10*time.Second, "the first worker's probes", func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == 200 })
+	second := startBinary(t, append(common, "DELETER_WORKER_ID=second")...)
+	waitFor(t, 10*time.Second, "the second worker to start without its probes", func() bool {
+		l := second.String()
+		return strings.Contains(l, "cannot listen") && strings.Contains(l, "worker starting")
+	})
+}
