@@ -352,20 +352,12 @@ func cmdDLQList(args []string, getenv func(string) string, stdout, stderr io.Wri
 		return 2
 	}
 
-	errw := newSyncWriter(stderr)
-	js, disconnect, err := toolConnect(&cfg, "dlq ls", errw)
-	if err != nil {
-		fmt.Fprintf(errw, "tallyfy-deleter dlq ls: %v\n", err)
+	sess, ok := openDLQ(&cfg, "dlq ls", f, stderr)
+	if !ok {
 		return 1
 	}
-	defer disconnect()
-	ctx, stop := interruptible(errw)
-	defer stop()
-	scan, err := scanDeadLetters(ctx, js, cfg.Names, f)
-	if err != nil {
-		fmt.Fprintf(errw, "tallyfy-deleter dlq ls: %v\n", err)
-		return 1
-	}
+	defer sess.done()
+	errw, scan := sess.errw, sess.scan
 	if !scan.exists {
 		fmt.Fprintf(errw, "tallyfy-deleter dlq ls: the dead-letter stream %s is not created yet: no dead letters\n", cfg.Names.DLQStream)
 		return 0
@@ -422,6 +414,36 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
+// dlqSession is what both dead-letter tools start from: a connection, a
+// context the first SIGINT or SIGTERM cancels, and the dead letters that
+// the selection flags pick.
+type dlqSession struct {
+	js   jetstream.JetStream
+	ctx  context.Context
+	errw io.Writer
+	scan *dlqScan
+	done func()
+}
+
+// openDLQ connects and scans. On failure it has reported why.
+func openDLQ(cfg *toolConfig, tool string, f dlqFilter, stderr io.Writer) (*dlqSession, bool) {
+	errw := newSyncWriter(stderr)
+	js, disconnect, err := toolConnect(cfg, tool, errw)
+	if err != nil {
+		fmt.Fprintf(errw, "tallyfy-deleter %s: %v\n", tool, err)
+		return nil, false
+	}
+	ctx, stop := interruptible(errw)
+	done := func() { stop(); disconnect() }
+	scan, err := scanDeadLetters(ctx, js, cfg.Names, f)
+	if err != nil {
+		fmt.Fprintf(errw, "tallyfy-deleter %s: %v\n", tool, err)
+		done()
+		return nil, false
+	}
+	return &dlqSession{js: js, ctx: ctx, errw: errw, scan: scan, done: done}, true
+}
+
 func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var cfg toolConfig
 	var fl dlqFlags
@@ -451,21 +473,12 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 		return 2
 	}
 
-	errw := newSyncWriter(stderr)
-	js, disconnect, err := toolConnect(&cfg, "dlq replay", errw)
-	if err != nil {
-		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: %v\n", err)
+	sess, ok := openDLQ(&cfg, "dlq replay", f, stderr)
+	if !ok {
 		return 1
 	}
-	defer disconnect()
-	ctx, stop := interruptible(errw)
-	defer stop()
-
-	scan, err := scanDeadLetters(ctx, js, cfg.Names, f)
-	if err != nil {
-		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: %v\n", err)
-		return 1
-	}
+	defer sess.done()
+	js, ctx, errw, scan := sess.js, sess.ctx, sess.errw, sess.scan
 	for _, seq := range scan.missing {
 		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: no dead letter %d (already replayed?)\n", seq)
 	}
