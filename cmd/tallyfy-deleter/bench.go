@@ -181,7 +181,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchOptions, error) {
 	fs.BoolVar(&opts.json, "json", false, "print the rows as a JSON array instead of a table")
 	fs.BoolVar(&opts.memory, "memory", false, "compare the worker's peak RSS with a small and a large backlog")
 	memJobs := fs.String("memory-jobs", "1000,100000", "backlogs compared by --memory")
-	fs.IntVar(&opts.repeat, "repeat", 1, "measure each setting this many times, alternating the loops, and report the medians")
+	fs.IntVar(&opts.repeat, "repeat", 1, "measure each setting this many times, alternating the loops (and which goes first), and report the medians")
 	fs.StringVar(&opts.profileDir, "cpuprofile-dir", "", "write a CPU profile of each child (worker and bare) to this directory")
 	if err := fs.Parse(args); err != nil {
 		return opts, err
@@ -240,6 +240,7 @@ type bencher struct {
 	exe    string
 	srv    *testutil.NATS
 	api    *testutil.FakeTallyfy
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	cfg    worker.Config
 	stderr io.Writer
@@ -283,7 +284,7 @@ func bench(ctx context.Context, opts benchOptions, stderr io.Writer) ([]benchRow
 			return nil, err
 		}
 	}
-	b := &bencher{exe: exe, srv: srv, api: api, js: js, stderr: stderr, profileDir: opts.profileDir,
+	b := &bencher{exe: exe, srv: srv, api: api, nc: nc, js: js, stderr: stderr, profileDir: opts.profileDir,
 		cfg: worker.Config{DefaultOrg: benchOrg}}
 
 	if opts.memory {
@@ -293,19 +294,25 @@ func bench(ctx context.Context, opts benchOptions, stderr io.Writer) ([]benchRow
 	for _, lat := range opts.latencies {
 		api.SetLatency(lat)
 		for _, c := range opts.concurrency {
-			// Alternating the loops spreads what the rest of the machine
-			// does over both.
+			// Alternating the loops, and which goes first, spreads what the
+			// rest of the machine does over both.
 			var bares, workers []benchRow
-			for range opts.repeat {
-				r, err := b.run(ctx, loopBare, lat, c, opts.jobs)
-				if err != nil {
-					return rows, err
+			for i := range opts.repeat {
+				order := []loopKind{loopBare, loopWorker}
+				if i%2 == 1 {
+					order = []loopKind{loopWorker, loopBare}
 				}
-				bares = append(bares, r)
-				if r, err = b.run(ctx, loopWorker, lat, c, opts.jobs); err != nil {
-					return rows, err
+				for _, loop := range order {
+					r, err := b.run(ctx, loop, lat, c, opts.jobs)
+					if err != nil {
+						return rows, err
+					}
+					if loop == loopBare {
+						bares = append(bares, r)
+					} else {
+						workers = append(workers, r)
+					}
 				}
-				workers = append(workers, r)
 			}
 			bare, w := medianRow(bares), medianRow(workers)
 			if bare.JobsPerSec > 0 {
@@ -378,6 +385,7 @@ func (b *bencher) run(ctx context.Context, loop loopKind, lat time.Duration, c, 
 	if err != nil {
 		return fail(err)
 	}
+	ownBefore := b.nc.Stats()
 	busyBefore, selfBefore, began := machineBusy(), selfCPU(), time.Now()
 	child, err := b.startChild(loop, c)
 	if err != nil {
@@ -391,14 +399,18 @@ func (b *bencher) run(ctx context.Context, loop loopKind, lat time.Duration, c, 
 	if err != nil {
 		return fail(err)
 	}
+	ownAfter := b.nc.Stats()
 	row.OtherCPU = -1
 	if busyAfter := machineBusy(); busyBefore >= 0 && busyAfter >= 0 {
 		ours := selfCPU() - selfBefore + rep.cpu
 		row.OtherCPU = max(0, (busyAfter-busyBefore-ours).Seconds()/time.Since(began).Seconds())
 	}
 	row.Runs = 1
-	row.NATSInPerJob = float64(varzAfter.InMsgs-varzBefore.InMsgs) / float64(n)
-	row.NATSOutPerJob = float64(varzAfter.OutMsgs-varzBefore.OutMsgs) / float64(n)
+	// Less the bench's own polling of the results stream.
+	in := varzAfter.InMsgs - varzBefore.InMsgs - int64(ownAfter.OutMsgs-ownBefore.OutMsgs)
+	out := varzAfter.OutMsgs - varzBefore.OutMsgs - int64(ownAfter.InMsgs-ownBefore.InMsgs)
+	row.NATSInPerJob = float64(in) / float64(n)
+	row.NATSOutPerJob = float64(out) / float64(n)
 	stopWatch()
 	watch.Wait()
 
@@ -818,7 +830,7 @@ bare: the same confirmations as the worker (pull, DELETE, publish the result and
   ack, double-ack the job) with no validation, breaker, logging or metrics.
 `)
 	if len(rows) > 0 && rows[0].Runs > 1 {
-		fmt.Fprintf(w, "Each row is the median of %d runs, the loops alternating.\n", rows[0].Runs)
+		fmt.Fprintf(w, "Each row is the median of %d runs, the loops alternating, each going first in turn.\n", rows[0].Runs)
 	}
 	fmt.Fprintln(w)
 	if memory {

@@ -39,7 +39,7 @@ func TestBench(t *testing.T) {
 		if !ok {
 			t.Fatalf("no %s row in the table:\n%s", loop, out.String())
 		}
-		// latency concurrency loop jobs jobs/s p50 p99 cpu rss allocs [ratio]
+		// latency concurrency loop jobs jobs/s p50 p99 cpu rss allocs nats other [ratio]
 		num := func(i int) float64 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
@@ -66,6 +66,14 @@ func TestBench(t *testing.T) {
 		}
 		if v := num(9); v < 10 || v > 100000 {
 			t.Errorf("%s row: %v allocs per job", loop, v)
+		}
+		// Every job is at least a publish and an ack in, and the job, the
+		// publish ack and the ack confirmation out.
+		in, out, ok := strings.Cut(f[10], "+")
+		nin, err1 := strconv.ParseFloat(in, 64)
+		nout, err2 := strconv.ParseFloat(out, 64)
+		if !ok || err1 != nil || err2 != nil || nin < 2 || nin > 10 || nout < 3 || nout > 10 {
+			t.Errorf("%s row: NATS messages per job %q", loop, f[10])
 		}
 	}
 	// The worker/bare ratio is the worker row's last column; the bare row
