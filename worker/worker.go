@@ -217,6 +217,19 @@ func (w *Worker) Run(ctx context.Context) error {
 // pull takes jobs while ctx lives, never more than there are free slots,
 // and none while the breaker is open or pulling is paused.
 func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
+	// One long-lived goroutine per slot: a goroutine per job would grow its
+	// stack anew for every job (the API call's chain is deep), which the
+	// profile showed as runtime.newstack under net/http.
+	msgs := make(chan jetstream.Msg)
+	defer close(msgs)
+	for range w.cfg.Concurrency {
+		jobs.Go(func() {
+			for msg := range msgs {
+				w.handle(ctx, hard, msg)
+				w.jobDone()
+			}
+		})
+	}
 	var lastErr time.Time
 	for ctx.Err() == nil {
 		n, wait := w.pullable()
@@ -241,10 +254,7 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 			}
 			w.inflight.Add(1)
 			w.cfg.Metrics.JobStarted()
-			jobs.Go(func() {
-				defer w.jobDone()
-				w.handle(ctx, hard, msg)
-			})
+			msgs <- msg
 		}
 		if err := batch.Error(); err != nil && !benignFetchError(err) && time.Since(lastErr) > 10*time.Second {
 			w.log.Warn().Err(err).Msg("pull request ended with an error")
