@@ -137,20 +137,7 @@ func TestFaultNATSRestart(t *testing.T) {
 	rest := time.Since(upAt)
 
 	o := p.settled(seqs)
-	if len(o.deadLetters) != 0 {
-		t.Errorf("%d dead letters, want none:\n%s", len(o.deadLetters), describeDeadLetters(o.deadLetters))
-	}
-	if n := o.byOutcome[worker.OutcomeDeleted] + o.byOutcome[worker.OutcomeNotFound]; n != jobs {
-		t.Errorf("outcomes %v: want every job deleted", o.byOutcome)
-	}
-	if n := o.byOutcome[worker.OutcomeNotFound]; n > workers*concurrency {
-		t.Errorf("%d jobs ended not_found; at most the %d in flight at the restart may", n, workers*concurrency)
-	}
-	for _, run := range runs {
-		if !api.Deleted(poolOrg, run) {
-			t.Errorf("run %s was not deleted", run)
-		}
-	}
+	p.everyJobDeleted(o, runs, workers*concurrency, "in flight at the restart")
 	for _, w := range ws {
 		if len(logLines(w, "reconnected to NATS")) == 0 {
 			t.Errorf("worker %s never logged that it reconnected", w.id)
@@ -226,20 +213,7 @@ func TestFaultClusterLeaderLoss(t *testing.T) {
 		t.Errorf("jobs stream leader after the shutdown: %+v, want a node other than %s", info.Cluster, oldLeader)
 	}
 	o := p.settled(seqs)
-	if len(o.deadLetters) != 0 {
-		t.Errorf("%d dead letters, want none:\n%s", len(o.deadLetters), describeDeadLetters(o.deadLetters))
-	}
-	if n := o.byOutcome[worker.OutcomeDeleted] + o.byOutcome[worker.OutcomeNotFound]; n != jobs {
-		t.Errorf("outcomes %v: want every job deleted", o.byOutcome)
-	}
-	if n := o.byOutcome[worker.OutcomeNotFound]; n > workers*concurrency {
-		t.Errorf("%d jobs ended not_found; at most the %d in flight at the shutdown may", n, workers*concurrency)
-	}
-	for _, run := range runs {
-		if !api.Deleted(poolOrg, run) {
-			t.Errorf("run %s was not deleted", run)
-		}
-	}
+	p.everyJobDeleted(o, runs, workers*concurrency, "in flight at the shutdown")
 	p.alive()
 	t.Logf("%d jobs; stream leader %s (consumer leader %s) shut down at %d results after %s, new leader %s; every result %s after the shutdown, jobs stream empty %s later; outcomes %v; %d delivered more than once",
 		jobs, oldLeader, consumerLeader, before, downAt.Sub(began).Round(time.Millisecond), info.Cluster.Leader,
@@ -267,11 +241,7 @@ func TestFaultClusterConcurrentStart(t *testing.T) {
 	if o.byOutcome[worker.OutcomeDeleted] != jobs || len(o.deadLetters) != 0 {
 		t.Errorf("outcomes %v, %d dead letters: want all %d deleted", o.byOutcome, len(o.deadLetters), jobs)
 	}
-	for _, run := range runs {
-		if !api.Deleted(poolOrg, run) {
-			t.Errorf("run %s was not deleted", run)
-		}
-	}
+	p.runsDeleted(runs)
 }
 
 // apiProxy is a reverse proxy in front of the fake for one worker, so that
@@ -529,11 +499,7 @@ func TestFaultShutdownUnderLoad(t *testing.T) {
 	if limit := ackWait / 3; slowest > limit {
 		t.Errorf("a handed-back job finished %s after SIGTERM, more than %s: it waited for the ack wait instead of being taken at once", slowest.Round(time.Millisecond), limit)
 	}
-	for _, run := range runs {
-		if !api.Deleted(poolOrg, run) {
-			t.Errorf("run %s was not deleted", run)
-		}
-	}
+	p.runsDeleted(runs)
 	t.Logf("exit 0 %s after SIGTERM; %d jobs handed back, the last finished by %s %s after SIGTERM (ack wait %s); all %d done in %s",
 		exited.Round(time.Millisecond), len(handedBack), staying.id, slowest.Round(time.Millisecond), ackWait, jobs, allDone.Round(time.Millisecond))
 }
@@ -893,20 +859,7 @@ func TestPoolSoak(t *testing.T) {
 	}
 	p.waitResults(jobs, 10*time.Minute)
 	o := p.settled(seqs)
-	if len(o.deadLetters) != 0 {
-		t.Errorf("%d dead letters, want none:\n%s", len(o.deadLetters), describeDeadLetters(o.deadLetters))
-	}
-	if n := o.byOutcome[worker.OutcomeDeleted] + o.byOutcome[worker.OutcomeNotFound]; n != jobs {
-		t.Errorf("outcomes %v: want every job deleted", o.byOutcome)
-	}
-	if n, limit := o.byOutcome[worker.OutcomeNotFound], (kills+workers)*concurrency; n > limit {
-		t.Errorf("%d jobs ended not_found; at most %d (the jobs in flight at each kill and at the restart) may", n, limit)
-	}
-	for _, run := range runs {
-		if !api.Deleted(poolOrg, run) {
-			t.Errorf("run %s was not deleted", run)
-		}
-	}
+	p.everyJobDeleted(o, runs, (kills+workers)*concurrency, "in flight at each kill and at the restart")
 	t.Logf("%d jobs in %s with %d SIGKILLs and a NATS restart; outcomes %v; %d delivered more than once",
 		jobs, time.Since(began).Round(time.Second), kills, o.byOutcome, o.redelivered)
 }

@@ -397,6 +397,34 @@ type outcome struct {
 	drained time.Duration
 }
 
+// everyJobDeleted is how a pool test that loses nothing ends: no dead
+// letters; every job deleted, or not_found for at most maxNotFound jobs
+// whose DELETE went through without a recorded result (those in flight
+// when something failed, as when says); every run gone.
+func (p *pool) everyJobDeleted(o outcome, runs []string, maxNotFound int, when string) {
+	p.t.Helper()
+	if len(o.deadLetters) != 0 {
+		p.t.Errorf("%d dead letters, want none:\n%s", len(o.deadLetters), describeDeadLetters(o.deadLetters))
+	}
+	if n := o.byOutcome[worker.OutcomeDeleted] + o.byOutcome[worker.OutcomeNotFound]; n != len(runs) {
+		p.t.Errorf("outcomes %v: want every job deleted", o.byOutcome)
+	}
+	if n := o.byOutcome[worker.OutcomeNotFound]; n > maxNotFound {
+		p.t.Errorf("%d jobs ended not_found; at most the %d %s may", n, maxNotFound, when)
+	}
+	p.runsDeleted(runs)
+}
+
+// runsDeleted checks that the fake API deleted every run.
+func (p *pool) runsDeleted(runs []string) {
+	p.t.Helper()
+	for _, run := range runs {
+		if !p.api.Deleted(poolOrg, run) {
+			p.t.Errorf("run %s was not deleted", run)
+		}
+	}
+}
+
 // settled checks what every finished run must leave behind, whatever went
 // wrong on the way: each job in seqs has exactly one result event (and no
 // event names a job that was not published), the jobs stream is empty and
