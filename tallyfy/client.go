@@ -297,6 +297,16 @@ func invalidID(which, id string) error {
 	return fmt.Errorf("%w: %s ID %s", ErrInvalidID, which, strconv.QuoteToASCII(id))
 }
 
+// CheckCredentials gets a token the way a request would, without calling
+// the API: nil, or the *TokenError the next request would fail with. With
+// client credentials it may fetch a token from the token endpoint (which
+// the next request then uses). It tells a caller whose credentials were
+// unreadable (ErrCredentialsUnreadable) when they can be read again.
+func (c *Client) CheckCredentials(ctx context.Context) error {
+	_, err := c.token(ctx)
+	return err
+}
+
 // do makes the call, and repeats it once after a 401 if the token source
 // can produce a different token.
 func (c *Client) do(ctx context.Context, method, u string, decode func(io.Reader) error) (*Response, error) {
@@ -348,7 +358,7 @@ func (c *Client) token(ctx context.Context) (string, error) {
 		return "", retrieveError(err, c.secrets(""))
 	}
 	if t == nil || !validToken(t.AccessToken) {
-		return "", &TokenError{Message: "token source gave an empty token or one that cannot go in a header"}
+		return "", &TokenError{Message: "token source gave an empty token or one that cannot go in a header", local: true}
 	}
 	return t.AccessToken, nil
 }

@@ -32,6 +32,13 @@ var (
 // request was made.
 var ErrToken = errors.New("tallyfy: cannot get an access token")
 
+// ErrCredentialsUnreadable matches the *TokenError of a local fault: a token
+// or client secret file that cannot be read, is empty or holds what cannot
+// go in a header, or a caller's token source that gave no usable token.
+// Nothing was asked of Tallyfy, so it says nothing about Tallyfy's health;
+// fixing the file (or the mount) fixes it.
+var ErrCredentialsUnreadable = errors.New("tallyfy: credentials unreadable")
+
 const (
 	// maxErrorBody bounds what an error answer may cost us: enough for any
 	// JSON error Tallyfy sends, small enough that a hostile body is free.
@@ -85,8 +92,9 @@ func (e *APIError) Is(target error) bool {
 // TokenError means no access token could be had, from the token endpoint, a
 // token file or a caller's token source. It is deliberately not an
 // *APIError: a 404 from a misconfigured token URL must never read as "run
-// already deleted". It matches ErrToken, and ErrUnauthorized when the token
-// endpoint refused the client with 401.
+// already deleted". It matches ErrToken; ErrUnauthorized when the token
+// endpoint refused the client with 401; ErrCredentialsUnreadable when the
+// fault is local.
 type TokenError struct {
 	// StatusCode is the token endpoint's answer, 0 when there was none.
 	StatusCode int
@@ -96,6 +104,9 @@ type TokenError struct {
 	// cause is kept for Is only: unwrapping it could hand out an unredacted
 	// message.
 	cause error
+	// local: the credentials could not be read here; see
+	// ErrCredentialsUnreadable.
+	local bool
 }
 
 func (e *TokenError) Error() string {
@@ -124,6 +135,9 @@ func (e *TokenError) Error() string {
 func (e *TokenError) Is(target error) bool {
 	if target == ErrToken {
 		return true
+	}
+	if target == ErrCredentialsUnreadable {
+		return e.local
 	}
 	if t, ok := target.(*APIError); ok {
 		return t.StatusCode == http.StatusUnauthorized && e.StatusCode == http.StatusUnauthorized

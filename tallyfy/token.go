@@ -81,10 +81,10 @@ func (f *TokenFile) Token() (*oauth2.Token, error) {
 	defer f.mu.Unlock()
 	v, err := f.w.get()
 	if err != nil {
-		return nil, &TokenError{Message: "token file: " + err.Error(), cause: err}
+		return nil, &TokenError{Message: "token file: " + err.Error(), cause: err, local: true}
 	}
 	if !validToken(v) {
-		return nil, &TokenError{Message: fmt.Sprintf("token file %s: token holds characters that cannot go in a header", f.w.path)}
+		return nil, &TokenError{Message: fmt.Sprintf("token file %s: token holds characters that cannot go in a header", f.w.path), local: true}
 	}
 	return &oauth2.Token{AccessToken: v, TokenType: "Bearer"}, nil
 }
@@ -288,7 +288,7 @@ func (s *CredentialsSource) tokenContext(ctx context.Context) (*oauth2.Token, er
 func (s *CredentialsSource) fetch(ctx context.Context) (*oauth2.Token, error) {
 	secret, err := s.currentSecret()
 	if err != nil {
-		return nil, &TokenError{Message: "client secret file: " + err.Error(), cause: err}
+		return nil, &TokenError{Message: "client secret file: " + err.Error(), cause: err, local: true}
 	}
 	sec := newSecrets(secret)
 

@@ -61,6 +61,13 @@ func TestFileTokenSource(t *testing.T) {
 		{"recovers once written", func(*testing.T) { writeFile(t, path, "tok-5") }, "tok-5", ""},
 		{"header-breaking bytes", func(*testing.T) { writeFile(t, path, "tok\r\nX-Evil: 1"); f.Invalidate() }, "", "cannot go in a header"},
 		{"too large", func(*testing.T) { writeFile(t, path, strings.Repeat("a", maxSecretFile+1)); f.Invalidate() }, "", "larger than"},
+		{"a directory", func(t *testing.T) {
+			os.Remove(path)
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(2 * time.Second)
+		}, "", "is a directory"},
 		{"missing file", func(*testing.T) { os.Remove(path); clk.Advance(2 * time.Second) }, "", "no such file"},
 	}
 	for _, st := range steps {
@@ -72,6 +79,10 @@ func TestFileTokenSource(t *testing.T) {
 			if st.wantErr != "" {
 				if !errors.Is(err, ErrToken) || !strings.Contains(err.Error(), st.wantErr) {
 					t.Fatalf("Token() = %v, %v; want ErrToken containing %q", tok, err, st.wantErr)
+				}
+				// A local fault, not Tallyfy's: callers must be able to tell.
+				if !errors.Is(err, ErrCredentialsUnreadable) {
+					t.Fatalf("Token() error %v does not match ErrCredentialsUnreadable", err)
 				}
 				assertNoSecret(t, "error", err.Error(), "X-Evil")
 				return
@@ -431,6 +442,11 @@ func TestClientCredentialsErrors(t *testing.T) {
 			if got := errors.Is(err, ErrUnauthorized); got != tt.wantUnauthorized {
 				t.Fatalf("errors.Is(err, ErrUnauthorized) = %v", got)
 			}
+			// The token endpoint answered: whatever it said, the credentials
+			// were read.
+			if errors.Is(err, ErrCredentialsUnreadable) {
+				t.Fatalf("token endpoint error %v reads as unreadable credentials", err)
+			}
 			// A token endpoint's 404 is not an answer about a run.
 			if errors.Is(err, ErrNotFound) || errors.As(err, new(*APIError)) {
 				t.Fatalf("token error %v reads as an API answer", err)
@@ -559,4 +575,75 @@ func TestClientWithCredentials(t *testing.T) {
 			t.Fatal("first caller never finished")
 		}
 	})
+}
+
+// TestCheckCredentials: a client says, without calling the API, whether it
+// has usable credentials, and a local fault reads as one.
+func TestCheckCredentials(t *testing.T) {
+	var calls counter
+	api := newServer(t, calls.wrap(func(http.ResponseWriter, *http.Request) {}))
+	dir := t.TempDir()
+	tokenPath := filepath.Join(dir, "token")
+	secretPath := filepath.Join(dir, "client_secret")
+	ep, tokenSrv := newTokenEndpoint(t)
+	clk := newFakeClock()
+
+	fileClient := func(t *testing.T) *Client {
+		c, err := New(api.URL, WithTokenSource(FileTokenSource(tokenPath)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	credsClient := func(t *testing.T) *Client {
+		writeFile(t, secretPath, "s3cret")
+		cs, err := ClientCredentials(ClientCredentialsConfig{TokenURL: tokenSrv.URL, ClientID: "c", ClientSecretFile: secretPath})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs.now = clk.Now
+		c, err := New(api.URL, WithTokenSource(cs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tests := []struct {
+		name           string
+		client         func(t *testing.T) *Client
+		setup          func(t *testing.T)
+		wantErr        bool
+		wantUnreadable bool
+	}{
+		{"token file readable", fileClient, func(t *testing.T) { writeFile(t, tokenPath, "tok") }, false, false},
+		{"token file empty", fileClient, func(t *testing.T) { writeFile(t, tokenPath, "\n") }, true, true},
+		{"token file missing", fileClient, func(*testing.T) { os.Remove(tokenPath) }, true, true},
+		{"client secret readable", credsClient, func(*testing.T) { ep.fail = nil }, false, false},
+		{"client secret gone", credsClient, func(*testing.T) {
+			os.Remove(secretPath)
+			clk.Advance(2 * time.Second) // past the file watcher's cache
+		}, true, true},
+		{"token endpoint refuses", credsClient, func(*testing.T) {
+			ep.fail = func(w http.ResponseWriter, _ url.Values) { w.WriteHeader(http.StatusUnauthorized) }
+		}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.client(t)
+			tt.setup(t)
+			err := c.CheckCredentials(context.Background())
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("CheckCredentials() = %v, want error %v", err, tt.wantErr)
+			}
+			if got := errors.Is(err, ErrCredentialsUnreadable); got != tt.wantUnreadable {
+				t.Fatalf("CheckCredentials() = %v: errors.Is(ErrCredentialsUnreadable) = %v, want %v", err, got, tt.wantUnreadable)
+			}
+			if err != nil && !errors.Is(err, ErrToken) {
+				t.Fatalf("CheckCredentials() = %v, want a *TokenError", err)
+			}
+		})
+	}
+	if n := calls.get(); n != 0 {
+		t.Errorf("the API got %d requests: CheckCredentials must not call it", n)
+	}
 }
