@@ -194,29 +194,62 @@ func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
 	}
 }
 
-// giveBack hands a job back so that another worker takes it now. A nak
-// does, but it spends a delivery: on a job's last delivery it would strand
-// the job for something that is not the job's fault. So a job on its last
-// delivery is published again as a copy that keeps its identity
-// (Tallyfy-Job-Seq, Tallyfy-Attempts), and only then acked.
+// giveBack hands a job back as shutdown begins or ends, so that another
+// worker takes it now rather than after the ack wait.
 func (w *Worker) giveBack(t *task, job Job) {
-	if int(t.meta.NumDelivered) >= w.cfg.MaxDeliver {
-		err := w.republish(t)
-		if err == nil {
-			w.jobLog(w.log.Info(), t, job).Str("as", "copy").Msg("shutting down: job handed back")
-			return
-		}
-		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("could not hand back a copy of a job on its last delivery; naking it")
+	if err := w.returnJob(t); err != nil {
+		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("could not hand back a copy of the job; naking it")
+		w.nak(t, job)
+		w.jobLog(w.log.Info(), t, job).Str("as", "nak").Msg("shutting down: job handed back")
+	} else {
+		w.jobLog(w.log.Info(), t, job).Str("as", "copy").Msg("shutting down: job handed back")
 	}
-	w.jobLog(w.log.Info(), t, job).Str("as", "nak").Msg("shutting down: job handed back")
+	w.cfg.Metrics.HandedBack("shutdown")
+}
+
+// handBack gives a job back to the pool because this worker cannot call
+// Tallyfy; cause is what the attempt met, if anything. The worker's
+// inability was logged at error when it began, so each job is a line at
+// info.
+func (w *Worker) handBack(t *task, job Job, cause error) {
+	why := w.ab.why()
+	if why == "" {
+		// The breaker refused the call and has closed since.
+		why = "circuit breaker refused the call"
+	}
+	ev := w.log.Info()
+	if err := w.returnJob(t); err != nil {
+		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("could not hand back a copy of the job; naking it")
+		w.nak(t, job)
+		ev = ev.Str("as", "nak")
+	} else {
+		ev = ev.Str("as", "copy")
+	}
+	if cause != nil {
+		ev = ev.AnErr("cause", cause)
+	}
+	w.jobLog(ev, t, job).Str("reason", why).Msg("this worker cannot call Tallyfy: job handed back to the pool")
+	w.cfg.Metrics.HandedBack("unable")
+}
+
+func (w *Worker) nak(t *task, job Job) {
 	if err := t.msg.Nak(); err != nil {
 		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
 	}
 }
 
-// republish publishes t's job again, unchanged but for the headers that keep
-// its identity, and acks the original once the copy is confirmed.
-func (w *Worker) republish(t *task) error {
+// returnJob gives t's job back to the pool without spending one of its
+// attempts. A nak would give it back too, but would spend a delivery: on a
+// job's last one it would strand the job, to be dead-lettered
+// max_deliveries for a fault that is not its own, and a broken worker's
+// probes would eat every job's deliveries. So the job is published again,
+// unchanged but for the headers that keep its identity (Tallyfy-Job-Seq)
+// and its count of real attempts (Tallyfy-Attempts, not counting this
+// delivery, which ends with no verdict on the job), and the original is
+// acked once the copy is confirmed. The copy's message ID is derived from
+// the original's sequence, so a second hand-back of the same message (its
+// ack was lost) is de-duplicated.
+func (w *Worker) returnJob(t *task) error {
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
 	defer cancel()
 	m := nats.NewMsg(w.cfg.JobsSubject)
@@ -228,10 +261,9 @@ func (w *Worker) republish(t *task) error {
 			m.Header[k] = v
 		}
 	}
-	attempts := strconv.Itoa(t.attempts())
 	m.Header.Set(HeaderJobSeq, strconv.FormatUint(t.seq, 10))
-	m.Header.Set(HeaderAttempts, attempts)
-	m.Header.Set(jetstream.MsgIDHeader, "handback-"+strconv.FormatUint(t.seq, 10)+"-"+attempts)
+	m.Header.Set(HeaderAttempts, strconv.Itoa(t.attempts()-1))
+	m.Header.Set(jetstream.MsgIDHeader, "handback-"+strconv.FormatUint(t.seq, 10)+"-"+strconv.FormatUint(t.meta.Sequence.Stream, 10))
 	if _, err := w.js.PublishMsg(ctx, m, jetstream.WithExpectStream(w.cfg.JobsStream)); err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ type Metrics struct {
 	apiDuration     prometheus.Histogram
 	jobDuration     prometheus.Histogram
 	breakerState    prometheus.Gauge
+	unable          *prometheus.GaugeVec
+	handedBack      *prometheus.CounterVec
 	inFlight        prometheus.Gauge
 	publishFailures *prometheus.CounterVec
 	pending         prometheus.Gauge
@@ -41,6 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400}}),
 		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "breaker_state",
 			Help: "Circuit breaker: 0 closed, 1 half-open, 2 open."}),
+		unable: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "unable",
+			Help: "1 while this worker cannot call Tallyfy, for the reason labelled (breaker, credentials_rejected, credentials_unreadable)."}, []string{"reason"}),
+		handedBack: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jobs_handed_back_total",
+			Help: "Jobs given back to the pool unfinished: unable (this worker could not call Tallyfy) or shutdown."}, []string{"why"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "jobs_in_flight",
 			Help: "Jobs in this worker's hands."}),
 		publishFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "publish_failures_total",
@@ -53,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Jobs delivered more than once and not yet acked."}),
 	}
 	for _, c := range []prometheus.Collector{m.jobs, m.apiRequests, m.apiDuration, m.jobDuration, m.breakerState,
-		m.inFlight, m.publishFailures, m.pending, m.ackPending, m.redelivered} {
+		m.unable, m.handedBack, m.inFlight, m.publishFailures, m.pending, m.ackPending, m.redelivered} {
 		f(c)
 	}
 	// Every series a dashboard or alert names exists from the start.
@@ -66,6 +72,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, k := range []string{"result", "dead_letter", "ack"} {
 		m.publishFailures.WithLabelValues(k)
+	}
+	for _, i := range Inabilities {
+		m.unable.WithLabelValues(i.String())
+	}
+	for _, w := range []string{"unable", "shutdown"} {
+		m.handedBack.WithLabelValues(w)
 	}
 	return m
 }
@@ -97,6 +109,20 @@ func (m *Metrics) BreakerChanged(to gobreaker.State) {
 	// gobreaker's own numbering is the one documented: closed, half-open, open.
 	m.breakerState.Set(float64(to))
 }
+
+// AbilityChanged implements Observer.
+func (m *Metrics) AbilityChanged(now Inability) {
+	for _, i := range Inabilities {
+		v := 0.0
+		if i == now {
+			v = 1
+		}
+		m.unable.WithLabelValues(i.String()).Set(v)
+	}
+}
+
+// HandedBack implements Observer.
+func (m *Metrics) HandedBack(why string) { m.handedBack.WithLabelValues(why).Inc() }
 
 // PublishFailed implements Observer.
 func (m *Metrics) PublishFailed(kind string) { m.publishFailures.WithLabelValues(kind).Inc() }

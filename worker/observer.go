@@ -17,6 +17,12 @@ type Observer interface {
 	JobFinished(o Outcome, r Reason, age time.Duration)
 	// BreakerChanged reports every breaker transition.
 	BreakerChanged(to gobreaker.State)
+	// AbilityChanged reports each change of whether this worker can call
+	// Tallyfy; Able when it can again.
+	AbilityChanged(now Inability)
+	// HandedBack reports a job given back to the pool unfinished: "unable"
+	// when this worker could not call Tallyfy, "shutdown" when it stopped.
+	HandedBack(why string)
 	// PublishFailed reports a result, dead letter or ack that could not be
 	// confirmed; kind is "result", "dead_letter" or "ack".
 	PublishFailed(kind string)
@@ -31,5 +37,7 @@ func (nopObserver) JobStarted()                                {}
 func (nopObserver) JobEnded()                                  {}
 func (nopObserver) JobFinished(Outcome, Reason, time.Duration) {}
 func (nopObserver) BreakerChanged(gobreaker.State)             {}
+func (nopObserver) AbilityChanged(Inability)                   {}
+func (nopObserver) HandedBack(string)                          {}
 func (nopObserver) PublishFailed(string)                       {}
 func (nopObserver) ConsumerBacklog(uint64, uint64, uint64)     {}

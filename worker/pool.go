@@ -10,90 +10,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/sony/gobreaker/v2"
 )
 
-// What the pool shares beyond the consumer: one pause when the API is down,
-// and one sweep of jobs stranded past their delivery limit.
-
-// pauseSlack is added to a pool pause beyond the breaker timeout and one
-// API call, so the probe can finish before the server resumes the pool.
-const pauseSlack = 5 * time.Second
-
-// pausePool pauses the durable consumer for the whole pool when this
-// worker's breaker opens, and resumes it when its probe succeeds. The pause
-// has an end of its own, so a worker that dies while it holds one stops
-// nobody for long. On servers without consumer pause (before 2.11) each
-// worker backs off on its own breaker.
-func (w *Worker) pausePool(done <-chan struct{}) {
-	paused, unsupported := false, false
-	for {
-		var st gobreaker.State
-		select {
-		case <-done:
-			if paused {
-				// Leaving: the jobs this worker handed back must go to
-				// another worker now, not when the pause ends. If the API
-				// is still down, their breakers pause the pool again.
-				ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
-				if _, err := w.js.ResumeConsumer(ctx, w.cfg.JobsStream, w.cfg.Consumer); err != nil {
-					w.log.Warn().Err(err).Msg("could not resume the consumer on the way out; it resumes by itself when its pause ends")
-				}
-				cancel()
-			}
-			return
-		case st = <-w.breakerMoved:
-		}
-	latest:
-		for {
-			select {
-			case st = <-w.breakerMoved:
-			default:
-				break latest
-			}
-		}
-		if unsupported {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
-		switch st {
-		case gobreaker.StateOpen:
-			until := time.Now().Add(w.cfg.BreakerTimeout + w.cfg.APITimeout + pauseSlack)
-			if _, err := w.js.PauseConsumer(ctx, w.cfg.JobsStream, w.cfg.Consumer, until); err != nil {
-				if isUnsupported(err) {
-					unsupported = true
-					w.log.Warn().Err(err).Msg("this NATS server cannot pause consumers (2.11 or later can): each worker backs off on its own breaker")
-				} else {
-					w.log.Warn().Err(err).Msg("could not pause the consumer for the pool")
-				}
-				break
-			}
-			paused = true
-			w.log.Warn().Time("until", until).Msg("Tallyfy is failing: consumer paused for the whole pool")
-		case gobreaker.StateClosed:
-			if !paused {
-				break
-			}
-			if _, err := w.js.ResumeConsumer(ctx, w.cfg.JobsStream, w.cfg.Consumer); err != nil {
-				w.log.Warn().Err(err).Msg("could not resume the consumer; it resumes by itself when its pause ends")
-				break
-			}
-			paused = false
-			w.log.Info().Msg("Tallyfy answered the probe: consumer resumed for the whole pool")
-		}
-		cancel()
-	}
-}
-
-func isUnsupported(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		// An old server does not know the API and answers nothing, or
-		// answers that the request is invalid.
-		return apiErr.Code == 400 || apiErr.Code == 404 && apiErr.ErrorCode != jetstream.JSErrCodeConsumerNotFound
-	}
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
-}
+// What the pool shares beyond the consumer: one sweep of jobs stranded past
+// their delivery limit. There is no pool-wide pause: a worker's breaker
+// says that its own calls fail, which a typo in its API URL or a node's
+// broken egress does as well as an outage, so each worker backs off alone
+// (see ability.go) and hands its jobs to the others.
 
 // sweeperQueue makes each advisory reach one worker of the pool.
 const sweeperQueue = "tallyfy-deleter-sweeper"

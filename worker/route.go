@@ -59,18 +59,17 @@ const (
 	ActFinish Action = iota + 1
 	// ActRetry naks with Delay: the attempt counts toward MaxDeliver.
 	ActRetry
-	// ActWaitBreaker keeps the job in hand until the breaker lets a call
-	// through; no delivery is spent.
-	ActWaitBreaker
 	// ActWaitRateLimit keeps the job in hand for Delay and pauses pulling as
 	// long; no delivery is spent.
 	ActWaitRateLimit
-	// ActWaitCredentials keeps the job in hand for Delay and pauses pulling
-	// as long: the credentials were rejected, which no retry of this job can
-	// fix, but new credentials can.
-	ActWaitCredentials
-	// ActGiveBack naks at once, so another worker takes the job now: the
-	// worker is shutting down.
+	// ActHandBack gives the job back to the pool at once, without spending
+	// one of its attempts: this worker cannot call Tallyfy (its breaker is
+	// not closed, its credentials were rejected or cannot be read), which is
+	// no fault of the job, and another worker may well be able to. Delay,
+	// after a 401, is how long this worker then pauses pulling.
+	ActHandBack
+	// ActGiveBack gives the job back to the pool at once, like ActHandBack:
+	// the worker is shutting down.
 	ActGiveBack
 )
 
@@ -80,12 +79,10 @@ func (a Action) String() string {
 		return "finish"
 	case ActRetry:
 		return "retry"
-	case ActWaitBreaker:
-		return "wait_breaker"
 	case ActWaitRateLimit:
 		return "wait_rate_limit"
-	case ActWaitCredentials:
-		return "wait_credentials"
+	case ActHandBack:
+		return "hand_back"
 	case ActGiveBack:
 		return "give_back"
 	}
@@ -143,14 +140,18 @@ func (p Policy) Route(a Attempt) Decision {
 	case errors.Is(err, ErrStillExists):
 		return finish(OutcomeDeadLettered, ReasonNotArchived, http.StatusNotFound)
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
-		return Decision{Action: ActWaitBreaker}
+		return Decision{Action: ActHandBack}
 	case errors.Is(err, context.Canceled):
 		// Only shutdown cancels a call.
 		return Decision{Action: ActGiveBack}
 	case errors.Is(err, tallyfy.ErrUnauthorized):
 		// From the API, or from the token endpoint: either way no retry of
-		// this job can fix it, new credentials can.
-		return Decision{Action: ActWaitCredentials, Status: http.StatusUnauthorized, Delay: p.CredentialsPause}
+		// this job can fix it, new credentials can, and other workers may
+		// have them.
+		return Decision{Action: ActHandBack, Status: http.StatusUnauthorized, Delay: p.CredentialsPause}
+	case errors.Is(err, tallyfy.ErrCredentialsUnreadable):
+		// A file here, not Tallyfy: no call was made.
+		return Decision{Action: ActHandBack}
 	case errors.As(err, &apiErr):
 		return p.routeStatus(a, apiErr)
 	}
@@ -190,7 +191,7 @@ func (p Policy) routeStatus(a Attempt, e *tallyfy.APIError) Decision {
 func (p Policy) transient(a Attempt, status int) Decision {
 	switch {
 	case a.BreakerTripped:
-		return Decision{Action: ActWaitBreaker, Status: status}
+		return Decision{Action: ActHandBack, Status: status}
 	case a.Delivered >= p.MaxDeliver:
 		return finish(OutcomeDeadLettered, ReasonRetriesExhausted, status)
 	}
@@ -216,8 +217,9 @@ func finish(o Outcome, r Reason, status int) Decision {
 }
 
 // isBreakerFailure says whether an API error means the API is not working.
-// A 4xx answer is the API working (except 408); a call cancelled by shutdown
-// is excluded by isBreakerExcluded and never gets here.
+// A 4xx answer is the API working (except 408); a call cancelled by shutdown,
+// and credentials that could not be read, are excluded by isBreakerExcluded
+// and never get here.
 func isBreakerFailure(err error) bool {
 	if err == nil || errors.Is(err, tallyfy.ErrUnauthorized) {
 		return false
@@ -230,6 +232,7 @@ func isBreakerFailure(err error) bool {
 	return !errors.Is(err, tallyfy.ErrInvalidID)
 }
 
+// isBreakerExcluded: neither a success nor a failure of Tallyfy's.
 func isBreakerExcluded(err error) bool {
-	return errors.Is(err, context.Canceled)
+	return errors.Is(err, context.Canceled) || errors.Is(err, tallyfy.ErrCredentialsUnreadable)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -24,6 +25,10 @@ func TestRoute(t *testing.T) {
 	}
 	api := func(status int) error { return &tallyfy.APIError{StatusCode: status, Message: "x"} }
 	transport := &url.Error{Op: "Delete", URL: "http://x", Err: errors.New("connection refused")}
+	_, unreadable := tallyfy.FileTokenSource(filepath.Join(t.TempDir(), "missing")).Token()
+	if !errors.Is(unreadable, tallyfy.ErrCredentialsUnreadable) {
+		t.Fatalf("a missing token file gave %v, not ErrCredentialsUnreadable", unreadable)
+	}
 	tests := []struct {
 		name      string
 		err       error
@@ -37,22 +42,24 @@ func TestRoute(t *testing.T) {
 		{"403", api(403), 1, false, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonForbidden, Status: 403}},
 		{"400", api(400), 1, false, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonRejected, Status: 400}},
 		{"410", api(410), 2, false, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonRejected, Status: 410}},
-		{"401", api(401), 3, false, worker.Decision{Action: worker.ActWaitCredentials, Status: 401, Delay: 30 * time.Second}},
-		{"401 from token endpoint", &tallyfy.TokenError{StatusCode: 401}, 1, false, worker.Decision{Action: worker.ActWaitCredentials, Status: 401, Delay: 30 * time.Second}},
+		{"401", api(401), 3, false, worker.Decision{Action: worker.ActHandBack, Status: 401, Delay: 30 * time.Second}},
+		{"401 from token endpoint", &tallyfy.TokenError{StatusCode: 401}, 1, false, worker.Decision{Action: worker.ActHandBack, Status: 401, Delay: 30 * time.Second}},
+		{"token file unreadable, last delivery", unreadable, 3, false, worker.Decision{Action: worker.ActHandBack}},
+		{"token endpoint unreachable", &tallyfy.TokenError{Message: "dial tcp: connection refused"}, 1, false, worker.Decision{Action: worker.ActRetry, Delay: time.Second}},
 		{"429 with Retry-After", &tallyfy.APIError{StatusCode: 429, RetryAfter: 7 * time.Second}, 3, false, worker.Decision{Action: worker.ActWaitRateLimit, Status: 429, Delay: 7 * time.Second}},
 		{"429 without", api(429), 1, false, worker.Decision{Action: worker.ActWaitRateLimit, Status: 429, Delay: 2 * time.Second}},
 		{"429 asking too much", &tallyfy.APIError{StatusCode: 429, RetryAfter: time.Hour}, 1, false, worker.Decision{Action: worker.ActWaitRateLimit, Status: 429, Delay: time.Minute}},
 		{"500 first delivery", api(500), 1, false, worker.Decision{Action: worker.ActRetry, Status: 500, Delay: time.Second}},
 		{"503 second delivery", api(503), 2, false, worker.Decision{Action: worker.ActRetry, Status: 503, Delay: 5 * time.Second}},
 		{"500 last delivery", api(500), 3, false, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonRetriesExhausted, Status: 500}},
-		{"500 that tripped the breaker", api(500), 3, true, worker.Decision{Action: worker.ActWaitBreaker, Status: 500}},
+		{"500 that tripped the breaker", api(500), 3, true, worker.Decision{Action: worker.ActHandBack, Status: 500}},
 		{"408", api(408), 1, false, worker.Decision{Action: worker.ActRetry, Status: 408, Delay: time.Second}},
 		{"302 not followed", api(302), 1, false, worker.Decision{Action: worker.ActRetry, Status: 302, Delay: time.Second}},
 		{"transport error", transport, 1, false, worker.Decision{Action: worker.ActRetry, Delay: time.Second}},
 		{"transport error, last delivery", transport, 3, false, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonRetriesExhausted}},
 		{"timeout", fmt.Errorf("tallyfy: %w", context.DeadlineExceeded), 1, false, worker.Decision{Action: worker.ActRetry, Delay: time.Second}},
-		{"breaker open", gobreaker.ErrOpenState, 3, false, worker.Decision{Action: worker.ActWaitBreaker}},
-		{"breaker probing", gobreaker.ErrTooManyRequests, 3, false, worker.Decision{Action: worker.ActWaitBreaker}},
+		{"breaker open", gobreaker.ErrOpenState, 3, false, worker.Decision{Action: worker.ActHandBack}},
+		{"breaker probing", gobreaker.ErrTooManyRequests, 3, false, worker.Decision{Action: worker.ActHandBack}},
 		{"shutdown", fmt.Errorf("tallyfy: %w", context.Canceled), 1, false, worker.Decision{Action: worker.ActGiveBack}},
 		{"invalid job", fmt.Errorf("%w: run_id", worker.ErrInvalidJob), 1, false, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonInvalidJob}},
 		{"org not allowed", fmt.Errorf("%w: x", worker.ErrOrgNotAllowed), 1, false, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonOrgNotAllowed}},

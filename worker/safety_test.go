@@ -97,34 +97,43 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
-// TestPoolPausesOnOutage: when one worker's breaker opens, the consumer is
-// paused for the whole pool; the probe's success resumes it.
-func TestPoolPausesOnOutage(t *testing.T) {
+// TestOutageEachWorkerBacksOff: when Tallyfy is down, every worker's
+// breaker opens on its own; jobs go back and forth between them without
+// spending attempts, none is dead-lettered, and all are deleted when
+// Tallyfy is back. No worker pauses the shared consumer.
+func TestOutageEachWorkerBacksOff(t *testing.T) {
+	const jobs = 30
 	e := newEnv(t)
-	for i := range 30 {
+	for i := range jobs {
 		e.api.AddRun(testOrg, fmt.Sprintf("rpool%d", i), true)
 	}
 	e.api.SetOutage(testutil.Response{Status: 503})
 	cfg := testConfig()
 	cfg.BreakerTimeout = 500 * time.Millisecond
 	a := e.start(cfg)
-	for i := range 30 {
+	b := e.start(cfg)
+	for i := range jobs {
 		e.publish(job(testOrg, fmt.Sprintf("rpool%d", i)))
 	}
-	e.waitFor(10*time.Second, "the breaker to open", func() bool { return a.w.Health().BreakerState.String() != "closed" })
-	e.waitFor(10*time.Second, "the consumer to be paused", func() bool { return e.consumerInfo().Paused })
-	// A second worker joining during the outage takes nothing while paused.
-	before := e.api.RequestCount()
-	b := e.start(cfg)
-	e.waitFor(10*time.Second, "a probe", func() bool { return e.api.RequestCount() > before })
-	if n := b.w.Health().InFlight; n != 0 {
-		t.Errorf("the second worker took %d jobs from a paused consumer", n)
+	for _, r := range []*running{a, b} {
+		e.waitFor(10*time.Second, "each breaker to open", func() bool { return r.w.Health().Unable == worker.BreakerNotClosed })
+	}
+	if e.consumerInfo().Paused {
+		t.Errorf("the consumer was paused for the pool: one worker's breaker must not stop the others")
 	}
 	e.api.EndOutage()
-	e.waitResults(30, 20*time.Second)
-	e.waitFor(10*time.Second, "the consumer to resume", func() bool { return !e.consumerInfo().Paused })
+	res := e.waitResults(jobs, 20*time.Second)
 	if n := len(e.deadLetters()); n != 0 {
 		t.Errorf("%d dead letters", n)
+	}
+	for _, r := range res {
+		if r.Outcome != worker.OutcomeDeleted {
+			t.Errorf("job %d: %s/%s, want deleted", r.JobSeq, r.Outcome, r.Reason)
+		}
+		// Failures while a breaker was still closed count; hand-backs do not.
+		if r.Attempts > cfg.MaxDeliver {
+			t.Errorf("job %d: %d attempts, more than the %d deliveries allowed", r.JobSeq, r.Attempts, cfg.MaxDeliver)
+		}
 	}
 }
 

@@ -33,6 +33,16 @@ type RunChecker interface {
 	GetRun(ctx context.Context, orgID, runID string) (*tallyfy.Run, *tallyfy.Response, error)
 }
 
+// CredentialsChecker is implemented by a Deleter that can tell, without
+// calling the API, whether it has credentials it can read: nil, or an error
+// matching tallyfy.ErrCredentialsUnreadable while it has none. A worker
+// whose credentials became unreadable asks it about once a second instead
+// of bouncing jobs off a token file that cannot be read. *tallyfy.Client
+// satisfies it.
+type CredentialsChecker interface {
+	CheckCredentials(ctx context.Context) error
+}
+
 // Worker pulls jobs from the durable consumer and gives each one outcome.
 // Build it with New, run it with Run.
 type Worker struct {
@@ -42,13 +52,11 @@ type Worker struct {
 	api     Deleter
 	log     *zerolog.Logger
 	checker RunChecker
+	creds   CredentialsChecker // nil when the Deleter cannot tell
 	breaker *gobreaker.CircuitBreaker[*tallyfy.Response]
 	gate    gate
 	limiter *limiter
-	// breakerMoved carries breaker transitions to the goroutine that pauses
-	// and resumes the consumer for the whole pool: OnStateChange runs under
-	// the breaker's lock and must not block on the network.
-	breakerMoved chan gobreaker.State
+	ab      ability
 
 	allowAll bool
 	allowed  map[string]bool
@@ -60,8 +68,7 @@ type Worker struct {
 
 	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
 
-	bound         atomic.Bool
-	credsRejected atomic.Bool
+	bound atomic.Bool
 }
 
 // task is one message in the worker's hands.
@@ -98,9 +105,9 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 		allowed: map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
-		// Only the latest transition matters; see pausePool.
-		breakerMoved: make(chan gobreaker.State, 16),
 	}
+	w.creds, _ = api.(CredentialsChecker)
+	w.ab = ability{log: cfg.Logger, metrics: cfg.Metrics, changed: func() { w.gate.changed(); w.signal() }}
 	if cfg.VerifyNotFound {
 		rc, ok := api.(RunChecker)
 		if !ok {
@@ -125,18 +132,17 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 		IsSuccessful: func(err error) bool { return !isBreakerFailure(err) },
 		IsExcluded:   isBreakerExcluded,
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			w.gate.breakerChanged(to, cfg.BreakerTimeout)
-			w.signal()
-			select {
-			case w.breakerMoved <- to:
-			default: // the pauser is behind; it reads the breaker's state itself
-			}
+			// Under the breaker's lock: nothing here may call the breaker.
+			w.gate.breakerOpened(to, cfg.BreakerTimeout)
 			cfg.Metrics.BreakerChanged(to)
-			ev := w.log.Warn()
-			if to == gobreaker.StateClosed {
-				ev = w.log.Info()
+			// Open and half-open alternate every breaker timeout while the
+			// calls keep failing; the ability log says so once.
+			ev := w.log.Info()
+			if from != gobreaker.StateClosed && to != gobreaker.StateClosed {
+				ev = w.log.Debug()
 			}
 			ev.Str("from", from.String()).Str("to", to.String()).Msg("circuit breaker changed state")
+			w.ab.setBreaker(to)
 		},
 	})
 	return w, nil
@@ -144,20 +150,24 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 
 // Health is a snapshot of what readiness depends on.
 type Health struct {
-	ConsumerBound       bool
-	BreakerState        gobreaker.State
-	CredentialsRejected bool
-	InFlight            int
+	ConsumerBound bool
+	BreakerState  gobreaker.State
+	// Unable says why this worker cannot call Tallyfy (Able when it can),
+	// and Reason in words, for /readyz.
+	Unable   Inability
+	Reason   string
+	InFlight int
 }
 
 // Health reports the worker's state; safe to call at any time.
 func (w *Worker) Health() Health {
-	return Health{
-		ConsumerBound:       w.bound.Load(),
-		BreakerState:        w.breaker.State(),
-		CredentialsRejected: w.credsRejected.Load(),
-		InFlight:            int(w.inflight.Load()),
+	h := Health{
+		ConsumerBound: w.bound.Load(),
+		BreakerState:  w.breaker.State(),
+		InFlight:      int(w.inflight.Load()),
 	}
+	h.Unable, h.Reason = w.ab.state()
+	return h
 }
 
 // Run provisions (or checks) the streams and the consumer, then works on
@@ -178,11 +188,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancelHard()
 	var jobs sync.WaitGroup
 	// The helpers outlive the pull loop: in-flight jobs still need their
-	// heartbeats, and a probe may still resume the pool.
+	// heartbeats.
 	helpersDone := make(chan struct{})
 	var helpers sync.WaitGroup
 	helpers.Go(func() { w.heartbeat(helpersDone) })
-	helpers.Go(func() { w.pausePool(helpersDone) })
 	helpers.Go(func() { w.watchConsumer(cons, helpersDone) })
 	sweeper, err := w.startSweeper()
 	if err != nil {
@@ -215,7 +224,8 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // pull takes jobs while ctx lives, never more than there are free slots,
-// and none while the breaker is open or pulling is paused.
+// none while pulling is paused or the breaker is open, and one at a time
+// (a probe) while the worker cannot call Tallyfy otherwise.
 func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
 	// One long-lived goroutine per slot: a goroutine per job would grow its
 	// stack anew for every job (the API call's chain is deep), which the
@@ -235,6 +245,7 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 		n, wait := w.pullable()
 		if n == 0 {
 			w.sleep(ctx, wait)
+			w.recheckCredentials(ctx)
 			continue
 		}
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.PullWait))
@@ -247,11 +258,8 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 			continue
 		}
 		for msg := range batch.Messages() {
-			if ctx.Err() != nil {
-				// Arrived after shutdown began: hand it straight back.
-				_ = msg.Nak()
-				continue
-			}
+			// One that arrives after shutdown began is handed straight
+			// back by its slot.
 			w.inflight.Add(1)
 			w.cfg.Metrics.JobStarted()
 			msgs <- msg
@@ -299,13 +307,19 @@ func (w *Worker) pullable() (int, time.Duration) {
 	if until := w.gate.paused(); now.Before(until) {
 		return 0, until.Sub(now)
 	}
-	free := w.cfg.Concurrency - int(w.inflight.Load())
-	switch w.breaker.State() {
-	case gobreaker.StateOpen:
+	// State moves an open breaker whose timeout is over to half-open.
+	if w.breaker.State() == gobreaker.StateOpen {
 		return 0, max(time.Until(w.gate.openUntil()), 10*time.Millisecond)
-	case gobreaker.StateHalfOpen:
-		// One job probes the API. Jobs in hand are waiting to be that probe;
-		// with none in hand, pull one.
+	}
+	free := w.cfg.Concurrency - int(w.inflight.Load())
+	switch cannot, _ := w.ab.state(); {
+	case cannot == CredentialsUnreadable && w.creds != nil:
+		// No job could tell more than the check in the pull loop does.
+		return 0, idle
+	case cannot != Able:
+		// One job probes: the breaker's half-open call, or the first call
+		// with credentials that were rejected or unreadable. A job in hand
+		// is that probe already.
 		if w.inflight.Load() > 0 {
 			return 0, idle
 		}
@@ -315,6 +329,27 @@ func (w *Worker) pullable() (int, time.Duration) {
 		return 0, idle
 	}
 	return free, 0
+}
+
+// recheckCredentials asks the Deleter, while the credentials are
+// unreadable, whether they can be read again. Any other answer (a token,
+// or a token endpoint that refuses) ends the state: the next job finds out
+// the rest.
+func (w *Worker) recheckCredentials(ctx context.Context) {
+	if cannot, _ := w.ab.state(); cannot != CredentialsUnreadable || w.creds == nil || ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
+	defer cancel()
+	err := w.creds.CheckCredentials(ctx)
+	switch {
+	case errors.Is(err, tallyfy.ErrCredentialsUnreadable):
+		w.ab.setUnreadable(clean(err.Error(), maxErrorHeader))
+	case ctx.Err() != nil:
+		// Shutdown, or a check that took too long: says nothing.
+	default:
+		w.ab.setUnreadable("")
+	}
 }
 
 // handle gives one message its outcome, or hands it back.
@@ -332,6 +367,11 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 	defer w.tracked.Delete(t)
 
 	job, err := DecodeJob(msg.Data(), w.cfg.DefaultOrg)
+	if stopping.Err() != nil {
+		// Pulled as shutdown began: another worker takes it now.
+		w.giveBack(t, job)
+		return
+	}
 	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
 		err = fmt.Errorf("%w: %s is not in TALLYFY_ALLOWED_ORGS", ErrOrgNotAllowed, job.OrgID)
 	}
@@ -356,10 +396,23 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 		case ActGiveBack:
 			w.giveBack(t, job)
 			return
-		}
-		if !w.wait(stopping, t, job, d, a.Err) {
-			w.giveBack(t, job)
+		case ActHandBack:
+			if d.Delay > 0 {
+				// Rejected credentials: the next probe waits this long.
+				w.gate.pause(time.Now().Add(d.Delay))
+			}
+			w.handBack(t, job, a.Err)
 			return
+		case ActWaitRateLimit:
+			if !w.waitRateLimit(stopping, t, job, d) {
+				w.giveBack(t, job)
+				return
+			}
+			if cannot, _ := w.ab.state(); cannot != Able {
+				// Became unable while waiting: the pool may not be.
+				w.handBack(t, job, nil)
+				return
+			}
 		}
 	}
 }
@@ -407,17 +460,31 @@ func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, err
 			err = deleteErr
 		}
 	}
+	w.noteCredentials(err)
+	tripped = err != nil && isBreakerFailure(err) && w.breaker.State() != gobreaker.StateClosed
+	return resp, err, tripped
+}
+
+// noteCredentials learns from one call's error whether the credentials
+// could be read and whether Tallyfy accepted them.
+func (w *Worker) noteCredentials(err error) {
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) || errors.Is(err, context.Canceled) {
+		return // no call was made, or its end was not heard
+	}
+	if errors.Is(err, tallyfy.ErrCredentialsUnreadable) {
+		w.ab.setUnreadable(clean(err.Error(), maxErrorHeader))
+		return
+	}
+	w.ab.setUnreadable("")
 	var apiErr *tallyfy.APIError
 	switch {
 	case errors.Is(err, tallyfy.ErrUnauthorized):
-		w.credsRejected.Store(true)
+		w.ab.setRejected(true)
 	case err == nil, errors.As(err, &apiErr) && apiErr.StatusCode >= 400 && apiErr.StatusCode < 500:
 		// The API took the request past authentication. A 5xx from
 		// something in front of it says nothing about the credentials.
-		w.credsRejected.Store(false)
+		w.ab.setRejected(false)
 	}
-	tripped = err != nil && isBreakerFailure(err) && w.breaker.State() != gobreaker.StateClosed
-	return resp, err, tripped
 }
 
 // through makes one API request: after the rate limiter, inside the
@@ -435,41 +502,34 @@ func (w *Worker) through(ctx context.Context, req func(context.Context) (*tallyf
 	return resp, err
 }
 
-// wait keeps a job in hand until it may be tried again. It returns false
-// when shutdown begins first.
-func (w *Worker) wait(stopping context.Context, t *task, job Job, d Decision, cause error) bool {
-	var until <-chan struct{}
-	var d2 time.Duration
-	switch d.Action {
-	case ActWaitBreaker:
-		changed, openUntil := w.gate.watch()
-		switch w.breaker.State() {
-		case gobreaker.StateClosed:
+// waitRateLimit keeps a job in hand for a 429's Retry-After, pulling
+// nothing meanwhile; every worker of the pool shares Tallyfy's limit, so
+// handing the job on would not help. It ends early when the worker becomes
+// unable to call Tallyfy (the caller then hands the job back), and returns
+// false when shutdown begins first.
+func (w *Worker) waitRateLimit(stopping context.Context, t *task, job Job, d Decision) bool {
+	until := time.Now().Add(d.Delay)
+	w.gate.pause(until)
+	w.jobLog(w.log.Warn(), t, job).Int("status", d.Status).Dur("retry_after", d.Delay).Msg("rate limited by Tallyfy; pausing pulls and retrying this job after Retry-After")
+	for {
+		changed := w.gate.changes()
+		if cannot, _ := w.ab.state(); cannot != Able {
 			return true
-		case gobreaker.StateOpen:
-			d2 = max(time.Until(openUntil), time.Millisecond)
-		default: // half-open: another job is the probe; wait for its verdict.
-			d2 = w.cfg.BreakerTimeout
 		}
-		until = changed
-	case ActWaitRateLimit:
-		d2 = d.Delay
-		w.gate.pause(time.Now().Add(d.Delay))
-		w.jobLog(w.log.Warn(), t, job).Int("status", d.Status).Dur("retry_after", d.Delay).Msg("rate limited by Tallyfy; pausing pulls and retrying this job after Retry-After")
-	case ActWaitCredentials:
-		d2 = d.Delay
-		w.gate.pause(time.Now().Add(d.Delay))
-		w.jobLog(w.log.Error(), t, job).Err(cause).Dur("pause", d.Delay).Msg("Tallyfy rejected the credentials; pausing pulls, the job stays in hand and is retried")
+		left := time.Until(until)
+		if left <= 0 {
+			return true
+		}
+		timer := time.NewTimer(left)
+		select {
+		case <-stopping.Done():
+			timer.Stop()
+			return false
+		case <-changed:
+		case <-timer.C:
+		}
+		timer.Stop()
 	}
-	timer := time.NewTimer(d2)
-	defer timer.Stop()
-	select {
-	case <-stopping.Done():
-		return false
-	case <-until:
-	case <-timer.C:
-	}
-	return true
 }
 
 // heartbeat resets the ack wait of every job held longer than a third of
@@ -497,29 +557,37 @@ func (w *Worker) heartbeat(done <-chan struct{}) {
 	}
 }
 
-// gate holds the breaker's timing, which gobreaker does not expose, and the
-// pull pause set by 429 and 401 answers.
+// gate holds the breaker's timing, which gobreaker does not expose, the
+// pull pause set by 429 and 401 answers, and a channel closed at every
+// change of the worker's ability to call Tallyfy.
 type gate struct {
 	mu        sync.Mutex
-	ch        chan struct{} // closed at the next breaker transition
+	ch        chan struct{} // closed at the next change
 	openTill  time.Time
 	pauseTill time.Time
 }
 
-func (g *gate) breakerChanged(to gobreaker.State, timeout time.Duration) {
+func (g *gate) breakerOpened(to gobreaker.State, timeout time.Duration) {
+	if to != gobreaker.StateOpen {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if to == gobreaker.StateOpen {
-		g.openTill = time.Now().Add(timeout)
-	}
+	g.openTill = time.Now().Add(timeout)
+}
+
+func (g *gate) changed() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	close(g.ch)
 	g.ch = make(chan struct{})
 }
 
-func (g *gate) watch() (<-chan struct{}, time.Time) {
+// changes is closed at the next change.
+func (g *gate) changes() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.ch, g.openTill
+	return g.ch
 }
 
 func (g *gate) openUntil() time.Time {

@@ -409,8 +409,9 @@ func TestRateLimitPausesAndRetries(t *testing.T) {
 	}
 }
 
-// TestUnauthorizedNeverDeadLetters: rejected credentials hold the job and
-// pause pulling; new credentials let it through.
+// TestUnauthorizedNeverDeadLetters: rejected credentials hand the job back
+// without spending an attempt and pause pulling; once new credentials are
+// accepted, the job is deleted.
 func TestUnauthorizedNeverDeadLetters(t *testing.T) {
 	e := newEnv(t)
 	e.api.AddRun(testOrg, "r401", true)
@@ -421,15 +422,16 @@ func TestUnauthorizedNeverDeadLetters(t *testing.T) {
 	cfg.MaxDeliver = 1
 	r := e.startWith(cfg, client)
 	seq := e.publish(job(testOrg, "r401"))
-	e.waitFor(10*time.Second, "credentials rejected", func() bool { return r.w.Health().CredentialsRejected })
+	e.waitFor(10*time.Second, "credentials rejected", func() bool { return r.w.Health().Unable == worker.CredentialsRejected })
 	e.waitFor(10*time.Second, "a second try", func() bool { return e.api.RequestCount() >= 2 })
 	if n := len(e.deadLetters()); n != 0 {
 		t.Fatalf("%d dead letters after 401", n)
 	}
 	e.api.SetToken(good)
-	if res := e.result(seq, 10*time.Second); res.Outcome != worker.OutcomeDeleted {
-		t.Errorf("after the token is valid again: %s/%s", res.Outcome, res.Reason)
+	if res := e.result(seq, 10*time.Second); res.Outcome != worker.OutcomeDeleted || res.Attempts != 1 {
+		t.Errorf("after the token is valid again: %s/%s, attempts %d; want deleted, on its first real attempt", res.Outcome, res.Reason, res.Attempts)
 	}
+	e.waitFor(5*time.Second, "the worker to be able again", func() bool { return r.w.Health().Unable == worker.Able })
 }
 
 // TestTokenNeverLeaks: even an API that echoes the bearer token in its

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -64,6 +63,39 @@ func (s *settings) num(p *int, env, flagName, def, help string) *setting {
 		*p = n
 		return nil
 	})
+}
+
+// numIn is num with bounds: a value outside [lo, hi] is refused, never
+// silently replaced by the default (as a library's zero value would be).
+func (s *settings) numIn(p *int, env, flagName, def, help string, lo, hi int) *setting {
+	st := s.num(p, env, flagName, def, help)
+	parse := st.set
+	st.set = func(v string) error {
+		if err := parse(v); err != nil {
+			return err
+		}
+		if *p < lo || *p > hi {
+			return fmt.Errorf("%d is out of range: it must be from %d to %d", *p, lo, hi)
+		}
+		return nil
+	}
+	return st
+}
+
+// durIn is dur with bounds, as numIn.
+func (s *settings) durIn(p *time.Duration, env, flagName, def, help string, lo, hi time.Duration) *setting {
+	st := s.dur(p, env, flagName, def, help)
+	parse := st.set
+	st.set = func(v string) error {
+		if err := parse(v); err != nil {
+			return err
+		}
+		if *p < lo || *p > hi {
+			return fmt.Errorf("%s is out of range: it must be from %s to %s", *p, lo, hi)
+		}
+		return nil
+	}
+	return st
 }
 
 func (s *settings) boolean(p *bool, env, flagName, def, help string) *setting {
@@ -272,24 +304,24 @@ func runSettings(c *runConfig) *settings {
 	s.str(&c.TokenURL, "TALLYFY_TOKEN_URL", "tallyfy-token-url", tallyfy.DefaultTokenURL, "OAuth token endpoint")
 	s.str(&w.DefaultOrg, "TALLYFY_ORG_ID", "tallyfy-org-id", "", "organization of jobs that name none")
 	s.strList(&w.AllowedOrgs, "TALLYFY_ALLOWED_ORGS", "tallyfy-allowed-orgs", "", "comma list of organizations jobs may name; '*' for any (default: TALLYFY_ORG_ID only)")
-	s.num(&w.Concurrency, "DELETER_CONCURRENCY", "concurrency", "16", "jobs in flight per worker")
-	s.num(&w.MaxDeliver, "DELETER_MAX_DELIVER", "max-deliver", "5", "deliveries of a job before retries_exhausted")
+	s.numIn(&w.Concurrency, "DELETER_CONCURRENCY", "concurrency", "16", "jobs in flight per worker (1 to 10000)", 1, 10000)
+	s.numIn(&w.MaxDeliver, "DELETER_MAX_DELIVER", "max-deliver", "5", "deliveries of a job before retries_exhausted (1 to 1000)", 1, 1000)
 	s.durList(&w.Backoff, "DELETER_BACKOFF", "backoff", "1s,5s,30s,2m", "delays before each retry of a failed delivery; the last repeats")
-	s.dur(&w.APITimeout, "DELETER_API_TIMEOUT", "api-timeout", "10s", "timeout of one Tallyfy call")
-	s.num(&w.BreakerFailures, "DELETER_BREAKER_FAILURES", "breaker-failures", "5", "consecutive failures that open the circuit breaker")
-	s.dur(&w.BreakerTimeout, "DELETER_BREAKER_TIMEOUT", "breaker-timeout", "30s", "how long the breaker stays open (also the pause after a 401)")
-	s.dur(&w.ShutdownTimeout, "DELETER_SHUTDOWN_TIMEOUT", "shutdown-timeout", "25s", "grace period for in-flight jobs at shutdown")
-	s.dur(&w.AckWait, "DELETER_ACK_WAIT", "ack-wait", "30s", "the consumer's ack wait")
+	s.durIn(&w.APITimeout, "DELETER_API_TIMEOUT", "api-timeout", "10s", "timeout of one Tallyfy call (10ms to 10m)", 10*time.Millisecond, 10*time.Minute)
+	s.numIn(&w.BreakerFailures, "DELETER_BREAKER_FAILURES", "breaker-failures", "5", "consecutive failures that open the circuit breaker (1 to 1000)", 1, 1000)
+	s.durIn(&w.BreakerTimeout, "DELETER_BREAKER_TIMEOUT", "breaker-timeout", "30s", "how long the breaker stays open, and the pause after a 401 (100ms to 1h)", 100*time.Millisecond, time.Hour)
+	s.durIn(&w.ShutdownTimeout, "DELETER_SHUTDOWN_TIMEOUT", "shutdown-timeout", "25s", "grace period for in-flight jobs at shutdown (10ms to 1h)", 10*time.Millisecond, time.Hour)
+	s.durIn(&w.AckWait, "DELETER_ACK_WAIT", "ack-wait", "30s", "the consumer's ack wait (1s to 12h)", time.Second, 12*time.Hour)
 	s.boolean(&c.provision, "DELETER_PROVISION", "provision", "true", "create or update the streams and the consumer at start")
 	s.boolean(&w.DryRun, "DELETER_DRY_RUN", "dry-run", "false", "everything but the DELETE: outcome dry_run, job acked, nothing deleted")
 	s.float(&w.RateLimit, "DELETER_RATE_LIMIT", "rate-limit", "0", "API requests per second per worker; 0 = no limit (429s still slow it down)")
-	s.num(&w.RateBurst, "DELETER_RATE_BURST", "rate-burst", "", "burst of the rate limit (default: one second's worth)")
+	s.numIn(&w.RateBurst, "DELETER_RATE_BURST", "rate-burst", "", "burst of the rate limit, 1 to 100000 (default: one second's worth)", 1, 100000)
 	s.boolean(&w.VerifyNotFound, "DELETER_VERIFY_NOT_FOUND", "verify-not-found", "false", "after a 404, GET the run; if it still exists, dead-letter not_archived")
 	s.str(&c.HTTPAddr, "DELETER_HTTP_ADDR", "http-addr", ":9090", "address of /metrics, /healthz and /readyz; 'off' turns them off")
 	s.str(&w.WorkerID, "DELETER_WORKER_ID", "worker-id", "", "this worker's name in events (default: the host name)")
-	s.dur(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams (default: the longer of 10m and the longest retry path)")
-	s.dur(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept")
-	s.num(&w.Replicas, "DELETER_STREAM_REPLICAS", "stream-replicas", "1", "replicas of the streams it creates (3 on a cluster)")
+	s.durIn(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams, 1s to 8760h (default: the longer of 10m and the longest retry path)", time.Second, 8760*time.Hour)
+	s.durIn(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept (1m to 87600h)", time.Minute, 87600*time.Hour)
+	s.numIn(&w.Replicas, "DELETER_STREAM_REPLICAS", "stream-replicas", "1", "replicas of the streams it creates: 1 to 5 (3 on a cluster)", 1, 5)
 	addNames(s, w)
 	s.str(&c.LogLevel, "LOG_LEVEL", "log-level", "info", "debug, info, warn or error")
 	s.str(&c.LogFormat, "LOG_FORMAT", "log-format", "json", "json or console")
@@ -348,7 +380,9 @@ func (c *runConfig) checkCredentials() []error {
 		return []error{errors.New("more than one kind of credentials: set only one of TALLYFY_ACCESS_TOKEN, TALLYFY_ACCESS_TOKEN_FILE, and TALLYFY_CLIENT_ID with its secret")}
 	}
 	if c.TokenFile != "" {
-		if _, err := os.Stat(c.TokenFile); err != nil {
+		// Read it as the worker will: a file that exists but cannot be read,
+		// or is empty, is refused like a missing one.
+		if _, err := tallyfy.FileTokenSource(c.TokenFile).Token(); err != nil {
 			errs = append(errs, fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err))
 		}
 	}
@@ -361,7 +395,11 @@ func (c *runConfig) checkCredentials() []error {
 		case c.ClientSecret == "" && c.ClientSecretFile == "":
 			errs = append(errs, errors.New("TALLYFY_CLIENT_ID is set but neither TALLYFY_CLIENT_SECRET nor TALLYFY_CLIENT_SECRET_FILE is"))
 		case c.ClientSecretFile != "":
-			if _, err := os.Stat(c.ClientSecretFile); err != nil {
+			// Reads the file, and nothing else: no token is fetched.
+			_, err := tallyfy.ClientCredentials(tallyfy.ClientCredentialsConfig{
+				ClientID: c.ClientID, ClientSecretFile: c.ClientSecretFile,
+			})
+			if err != nil {
 				errs = append(errs, fmt.Errorf("TALLYFY_CLIENT_SECRET_FILE: %w", err))
 			}
 		}

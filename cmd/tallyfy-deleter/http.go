@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
@@ -26,9 +25,10 @@ func newRegistry() *prometheus.Registry {
 }
 
 // readiness says whether this worker should take traffic: connected to
-// NATS, bound to its consumer, breaker not open, credentials not rejected.
-// When the API is down every replica turns unready, so autoscalers stop
-// adding pressure.
+// NATS, bound to its consumer, and able to call Tallyfy (breaker closed,
+// credentials readable and not rejected). When Tallyfy is down every
+// replica turns unready, so autoscalers stop adding pressure; when only
+// this worker cannot reach it, only this one does.
 func readiness(nc *nats.Conn, w *worker.Worker) (bool, []string) {
 	var why []string
 	if !nc.IsConnected() {
@@ -38,11 +38,8 @@ func readiness(nc *nats.Conn, w *worker.Worker) (bool, []string) {
 	if !h.ConsumerBound {
 		why = append(why, "consumer not bound")
 	}
-	if h.BreakerState == gobreaker.StateOpen {
-		why = append(why, "circuit breaker open: Tallyfy is failing")
-	}
-	if h.CredentialsRejected {
-		why = append(why, "Tallyfy rejected the credentials")
+	if h.Reason != "" {
+		why = append(why, h.Reason)
 	}
 	return len(why) == 0, why
 }

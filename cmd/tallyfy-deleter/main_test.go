@@ -51,6 +51,17 @@ func env(kv ...string) func(string) string {
 
 func TestRunRefusesBadSettings(t *testing.T) {
 	base := []string{"TALLYFY_ACCESS_TOKEN", "tok", "TALLYFY_ORG_ID", "org1"}
+	dir := t.TempDir()
+	emptyFile := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyFile, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fileOf := func(kind, path string) []string {
+		if kind == "token" {
+			return []string{"TALLYFY_ACCESS_TOKEN_FILE", path, "TALLYFY_ORG_ID", "org1"}
+		}
+		return []string{"TALLYFY_CLIENT_ID", "c", "TALLYFY_CLIENT_SECRET_FILE", path, "TALLYFY_ORG_ID", "org1"}
+	}
 	tests := []struct {
 		name  string
 		env   []string
@@ -59,7 +70,22 @@ func TestRunRefusesBadSettings(t *testing.T) {
 	}{
 		{"no credentials", []string{"TALLYFY_ORG_ID", "org1"}, nil, []string{"TALLYFY_ACCESS_TOKEN"}},
 		{"both credentials", append(base, "TALLYFY_ACCESS_TOKEN_FILE", "/x"), nil, []string{"TALLYFY_ACCESS_TOKEN_FILE"}},
-		{"missing token file", []string{"TALLYFY_ACCESS_TOKEN_FILE", "/nonexistent/token", "TALLYFY_ORG_ID", "org1"}, nil, []string{"TALLYFY_ACCESS_TOKEN_FILE"}},
+		{"missing token file", fileOf("token", "/nonexistent/token"), nil, []string{"TALLYFY_ACCESS_TOKEN_FILE"}},
+		{"token file is a directory", fileOf("token", dir), nil, []string{"TALLYFY_ACCESS_TOKEN_FILE", "is a directory"}},
+		{"token file empty", fileOf("token", emptyFile), nil, []string{"TALLYFY_ACCESS_TOKEN_FILE", "empty"}},
+		{"client secret file is a directory", fileOf("secret", dir), nil, []string{"TALLYFY_CLIENT_SECRET_FILE", "is a directory"}},
+		{"client secret file empty", fileOf("secret", emptyFile), nil, []string{"TALLYFY_CLIENT_SECRET_FILE", "empty"}},
+		{"concurrency zero", append(base, "DELETER_CONCURRENCY", "0"), nil, []string{"DELETER_CONCURRENCY", "from 1 to 10000"}},
+		{"concurrency negative", append(base, "DELETER_CONCURRENCY", "-3"), nil, []string{"DELETER_CONCURRENCY"}},
+		{"concurrency too high", append(base, "DELETER_CONCURRENCY", "10001"), nil, []string{"DELETER_CONCURRENCY"}},
+		{"max deliver zero", append(base, "DELETER_MAX_DELIVER", "0"), nil, []string{"DELETER_MAX_DELIVER"}},
+		{"breaker failures zero", append(base, "DELETER_BREAKER_FAILURES", "0"), nil, []string{"DELETER_BREAKER_FAILURES"}},
+		{"breaker timeout zero", append(base, "DELETER_BREAKER_TIMEOUT", "0s"), nil, []string{"DELETER_BREAKER_TIMEOUT"}},
+		{"api timeout zero", append(base, "DELETER_API_TIMEOUT", "0s"), nil, []string{"DELETER_API_TIMEOUT"}},
+		{"shutdown timeout zero", append(base, "DELETER_SHUTDOWN_TIMEOUT", "0s"), nil, []string{"DELETER_SHUTDOWN_TIMEOUT"}},
+		{"ack wait zero", append(base, "DELETER_ACK_WAIT", "0s"), nil, []string{"DELETER_ACK_WAIT"}},
+		{"replicas zero", append(base, "DELETER_STREAM_REPLICAS", "0"), nil, []string{"DELETER_STREAM_REPLICAS"}},
+		{"burst zero", append(base, "DELETER_RATE_LIMIT", "5", "DELETER_RATE_BURST", "0"), nil, []string{"DELETER_RATE_BURST"}},
 		{"no org and no allow-list", []string{"TALLYFY_ACCESS_TOKEN", "tok"}, nil, []string{"TALLYFY_ALLOWED_ORGS", "TALLYFY_ORG_ID"}},
 		{"bad org", []string{"TALLYFY_ACCESS_TOKEN", "tok", "TALLYFY_ORG_ID", "a/b"}, nil, []string{"TALLYFY_ORG_ID"}},
 		{"concurrency not a number", append(base, "DELETER_CONCURRENCY", "lots"), nil, []string{"DELETER_CONCURRENCY"}},
@@ -89,6 +115,23 @@ func TestRunRefusesBadSettings(t *testing.T) {
 				t.Errorf("message shows the token:\n%s", errOut.String())
 			}
 		})
+	}
+}
+
+// TestRunRefusesUnreadableTokenFile: a token file owned by someone else is
+// refused at start, like a missing one.
+func TestRunRefusesUnreadableTokenFile(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads any file: permissions cannot make one unreadable")
+	}
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("tok"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run([]string{"run"}, env("TALLYFY_ACCESS_TOKEN_FILE", path, "TALLYFY_ORG_ID", "org1"), &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "TALLYFY_ACCESS_TOKEN_FILE") || !strings.Contains(errOut.String(), "permission denied") {
+		t.Errorf("exit %d, want 2 naming TALLYFY_ACCESS_TOKEN_FILE and the permission; stderr:\n%s", code, errOut.String())
 	}
 }
 
