@@ -244,12 +244,13 @@ func (w *Worker) nak(t *task, job Job) {
 // max_deliveries for a fault that is not its own, and a broken worker's
 // probes would eat every job's deliveries. So the job is published again,
 // unchanged but for the headers that keep its identity (Tallyfy-Job-Seq)
-// and its count of real attempts (Tallyfy-Attempts, not counting this
-// delivery, which ends with no verdict on the job), and the original is
+// and its count of real attempts (Tallyfy-Attempts, counting this delivery
+// only if its request reached Tallyfy), and the original is
 // acked once the copy is confirmed. The copy's message ID is derived from
 // the original's sequence, so a second hand-back of the same message (its
 // ack was lost) is de-duplicated.
 func (w *Worker) returnJob(t *task) error {
+	w.awaitFetchEnd(t.hard)
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
 	defer cancel()
 	m := nats.NewMsg(w.cfg.JobsSubject)
@@ -262,7 +263,11 @@ func (w *Worker) returnJob(t *task) error {
 		}
 	}
 	m.Header.Set(HeaderJobSeq, strconv.FormatUint(t.seq, 10))
-	m.Header.Set(HeaderAttempts, strconv.Itoa(t.attempts()-1))
+	attempts := t.attempts()
+	if !t.tried {
+		attempts--
+	}
+	m.Header.Set(HeaderAttempts, strconv.Itoa(attempts))
 	m.Header.Set(jetstream.MsgIDHeader, "handback-"+strconv.FormatUint(t.seq, 10)+"-"+strconv.FormatUint(t.meta.Sequence.Stream, 10))
 	if _, err := w.js.PublishMsg(ctx, m, jetstream.WithExpectStream(w.cfg.JobsStream)); err != nil {
 		return err

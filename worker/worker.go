@@ -68,6 +68,11 @@ type Worker struct {
 
 	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
 
+	// fetchEnd is closed when the pull request in progress ends; see
+	// awaitFetchEnd.
+	fetchMu  sync.Mutex
+	fetchEnd chan struct{}
+
 	bound atomic.Bool
 }
 
@@ -80,10 +85,12 @@ type task struct {
 	// seq is the job's identity: its stream sequence, or that of the job
 	// it is a handed-back copy of.
 	seq uint64
-	// priorAttempts are deliveries of the job before this copy.
+	// priorAttempts are real attempts at the job before this copy.
 	priorAttempts int
-	start         time.Time
-	lastTouch     atomic.Int64 // unix nanos of the last ack-wait reset
+	// tried: this delivery is a real attempt, see reachedTallyfy.
+	tried     bool
+	start     time.Time
+	lastTouch atomic.Int64 // unix nanos of the last ack-wait reset
 }
 
 // New checks cfg and builds a worker. js must be connected; api is called
@@ -248,8 +255,10 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 			w.recheckCredentials(ctx)
 			continue
 		}
+		end := w.fetchStarted()
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.PullWait))
 		if err != nil {
+			close(end)
 			if time.Since(lastErr) > 10*time.Second {
 				w.log.Error().Err(err).Msg("pulling jobs failed; retrying")
 				lastErr = time.Now()
@@ -264,10 +273,41 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 			w.cfg.Metrics.JobStarted()
 			msgs <- msg
 		}
+		close(end)
 		if err := batch.Error(); err != nil && !benignFetchError(err) && time.Since(lastErr) > 10*time.Second {
 			w.log.Warn().Err(err).Msg("pull request ended with an error")
 			lastErr = time.Now()
 		}
+	}
+}
+
+func (w *Worker) fetchStarted() chan struct{} {
+	end := make(chan struct{})
+	w.fetchMu.Lock()
+	w.fetchEnd = end
+	w.fetchMu.Unlock()
+	return end
+}
+
+// awaitFetchEnd waits for the end of this worker's pull request in
+// progress, if any. A job handed back while that request waits on the
+// server would be delivered straight back to it, and back again, for as
+// long as the request lasts: handed back after it, the copy goes to
+// another worker's request (or to this worker's next probe).
+func (w *Worker) awaitFetchEnd(ctx context.Context) {
+	w.fetchMu.Lock()
+	end := w.fetchEnd
+	w.fetchMu.Unlock()
+	if end == nil {
+		return
+	}
+	// The request expires after PullWait; the slack covers a slow server.
+	t := time.NewTimer(w.cfg.PullWait + time.Second)
+	defer t.Stop()
+	select {
+	case <-end:
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -384,6 +424,7 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 		var resp *tallyfy.Response
 		if callable {
 			resp, a.Err, a.BreakerTripped = w.call(hard, job)
+			t.tried = t.tried || reachedTallyfy(a.Err)
 		}
 		d := w.policy.Route(a)
 		switch d.Action {
@@ -439,6 +480,21 @@ func identity(h nats.Header, seq uint64) (uint64, int) {
 		return seq, 0
 	}
 	return orig, n
+}
+
+// reachedTallyfy says whether a call's request went to Tallyfy with
+// credentials it did not refuse, so Tallyfy may have acted on the job: the
+// delivery was a real attempt. One refused before it went (breaker,
+// unreadable credentials) or refused without being looked at (401, 429)
+// was not.
+func reachedTallyfy(err error) bool {
+	for _, not := range []error{gobreaker.ErrOpenState, gobreaker.ErrTooManyRequests,
+		tallyfy.ErrCredentialsUnreadable, tallyfy.ErrUnauthorized, tallyfy.ErrRateLimited} {
+		if errors.Is(err, not) {
+			return false
+		}
+	}
+	return true
 }
 
 // call makes one API call through the breaker. tripped is true when the

@@ -362,15 +362,15 @@ func TestFaultOutage(t *testing.T) {
 				ws[i].id, n, perWorker, breakerFailures, concurrency, probes)
 		}
 	}
-	opens, pauses := 0, 0
+	opens, handedBack := 0, 0
 	for _, w := range ws {
 		opens += len(breakerMoves(w, "open"))
-		pauses += len(logLines(w, "Tallyfy is failing: consumer paused for the whole pool"))
+		handedBack += len(logLines(w, "this worker cannot call Tallyfy: job handed back to the pool"))
 	}
 	t.Logf("outage of %s (retry path %s): Tallyfy received %d requests, by worker %v; bound %d per worker, %d for the pool; "+
-		"one probe per breaker timeout per pool would be about %d; %d breaker openings, %d pool pauses; all %d deleted %s after the outage ended",
+		"%d breaker openings, %d jobs handed back; all %d deleted %s after the outage ended",
 		lasted.Round(time.Millisecond), retryPath, total, during, perWorker, perWorker*workers,
-		int64(lasted/breakerTimeout), opens, pauses, jobs, recovered.Round(time.Millisecond))
+		opens, handedBack, jobs, recovered.Round(time.Millisecond))
 }
 
 // breakerMoves returns the worker's logged breaker transitions to state.
@@ -761,12 +761,12 @@ func TestFaultMaxDeliveriesSweeper(t *testing.T) {
 }
 
 // TestFaultShutdownDuringOutage: the README promises that an outage of any
-// length dead-letters nothing, and that at shutdown jobs waiting for the
-// breaker are handed back so another worker takes them at once. Here a job
-// spends its deliveries the documented way (failures while the breaker is
-// still closed), is then held on its last delivery while the breaker is
-// open, and its worker is stopped with SIGTERM, as a deploy would. After the
-// outage the job must still be deleted, not dead-lettered.
+// length dead-letters nothing. Here a job spends its deliveries the
+// documented way (failures while the breaker is still closed); its last
+// delivery opens the breaker, so the worker hands it back at once as a copy
+// (a nak would strand it), and holds nothing when it is stopped with
+// SIGTERM, as a deploy would. After the outage the job must still be
+// deleted, not dead-lettered.
 func TestFaultShutdownDuringOutage(t *testing.T) {
 	const maxDeliver = 2
 	srv := testutil.JetStream(t)
@@ -777,7 +777,7 @@ func TestFaultShutdownDuringOutage(t *testing.T) {
 		"DELETER_MAX_DELIVER="+strconv.Itoa(maxDeliver),
 		"DELETER_BACKOFF=100ms",
 		"DELETER_BREAKER_FAILURES="+strconv.Itoa(maxDeliver),
-		"DELETER_BREAKER_TIMEOUT=3s", // no probe before the SIGTERM; the pool pause lasts this + 1s + 5s
+		"DELETER_BREAKER_TIMEOUT=3s", // no probe before the SIGTERM
 		"DELETER_API_TIMEOUT=1s",
 		"DELETER_ACK_WAIT=30s",
 		"DELETER_SHUTDOWN_TIMEOUT=300ms")
@@ -785,18 +785,23 @@ func TestFaultShutdownDuringOutage(t *testing.T) {
 	p.waitPulling(1)
 	seq := p.publishOne(`{"run_id":"held"}`)
 	// Delivery 1 fails with the breaker closed and is retried; delivery 2,
-	// the last, fails and opens the breaker, so the job is held for it.
-	p.waitUntil(10*time.Second, "the breaker to open on the job's last delivery", func() bool { return len(breakerMoves(leaving, "open")) > 0 })
+	// the last, fails and opens the breaker, so the job is handed back.
+	p.waitUntil(10*time.Second, "the job to be handed back on its last delivery", func() bool {
+		return len(logLines(leaving, "this worker cannot call Tallyfy: job handed back to the pool")) == 1
+	})
 	if n := api.DeleteCount(poolOrg, "held"); n != maxDeliver {
 		t.Fatalf("%d DELETEs before the breaker opened, want %d", n, maxDeliver)
+	}
+	if n := len(breakerMoves(leaving, "open")); n != 1 {
+		t.Fatalf("breaker opened %d times, want once", n)
 	}
 	p.start("staying") // takes the job over (and hears the advisories)
 	p.terminate(leaving)
 	if code := p.exitWithin(leaving, 10*time.Second); code != 0 {
 		t.Errorf("exit status %d after SIGTERM, want 0", code)
 	}
-	if len(logLines(leaving, "shutting down: job handed back")) != 1 {
-		t.Fatalf("the leaving worker did not hand the held job back")
+	if n := len(logLines(leaving, "shutting down: job handed back")); n != 0 {
+		t.Errorf("the leaving worker handed back %d jobs at shutdown: it should have held none", n)
 	}
 	api.EndOutage()
 

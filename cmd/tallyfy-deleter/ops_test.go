@@ -95,6 +95,8 @@ func TestMetricsAndProbes(t *testing.T) {
 		"tallyfy_deleter_breaker_state 0",
 		"tallyfy_deleter_jobs_in_flight 0",
 		`tallyfy_deleter_publish_failures_total{kind="result"} 0`,
+		`tallyfy_deleter_unable{reason="credentials_unreadable"} 0`,
+		`tallyfy_deleter_jobs_handed_back_total{why="unable"} 0`,
 		"tallyfy_deleter_consumer_pending",
 		"tallyfy_deleter_consumer_ack_pending",
 		"tallyfy_deleter_consumer_redelivered",
@@ -120,6 +122,9 @@ func TestMetricsAndProbes(t *testing.T) {
 	_, m = get(t, base+"/metrics")
 	if !strings.Contains(m, "tallyfy_deleter_breaker_state 2") {
 		t.Errorf("breaker_state is not 2 while open")
+	}
+	if !strings.Contains(m, `tallyfy_deleter_unable{reason="breaker"} 1`) {
+		t.Errorf(`unable{reason="breaker"} is not 1 while the breaker is open`)
 	}
 	api.EndOutage()
 	waitFor(t, 15*time.Second, "ready after the outage", func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
