@@ -1,11 +1,10 @@
-// Package testutil runs the two things tallyfy-deleter talks to, inside the
-// test (or demo) process: a NATS server with JetStream, alone or as a
-// cluster, and a fake Tallyfy API that can be told to fail the ways the real
-// one does (401, 403, 404, 422, 429 with Retry-After, 5xx outages, slow,
-// redirecting, huge or endless answers) and records what it was asked.
-//
-// Tests use the helpers that take a testing.TB: they fail the test on error
-// and stop what they started when it ends, so a test reads as its steps:
+// Package testutil gives tests what tallyfy-deleter talks to: a NATS server
+// with JetStream, alone or as a cluster, and a stateful, scriptable fake
+// Tallyfy API. The servers themselves live in testutil/servers, which does
+// not import the package testing (the demo and bench subcommands of the
+// production binary start them); the helpers here take a testing.TB, fail
+// the test on error and stop what they started when it ends, so a test
+// reads as its steps:
 //
 //	func TestDeletesArchivedRun(t *testing.T) {
 //		ns := testutil.JetStream(t)
@@ -22,10 +21,5 @@
 //		}
 //	}
 //
-// Programs (the demo subcommand) and benchmarks' setup code use StartNATS,
-// StartNATSCluster and StartFakeTallyfy, which return errors instead and are
-// stopped with Shutdown and Close.
-//
-// Nothing here is global: every server is owned by whoever started it, and
-// any number can run side by side, as parallel tests need.
+// The servers' types are aliased here, so tests need only this package.
 package testutil

@@ -28,7 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
+	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
@@ -238,8 +238,8 @@ func parseInts(s string, lo, hi int) ([]int, error) {
 // connection.
 type bencher struct {
 	exe    string
-	srv    *testutil.NATS
-	api    *testutil.FakeTallyfy
+	srv    *servers.NATS
+	api    *servers.FakeTallyfy
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	cfg    worker.Config
@@ -261,12 +261,12 @@ func bench(ctx context.Context, opts benchOptions, stderr io.Writer) ([]benchRow
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := testutil.StartNATS(testutil.NATSOptions{StoreDir: dir})
+	srv, err := servers.StartNATS(servers.NATSOptions{StoreDir: dir})
 	if err != nil {
 		return nil, fmt.Errorf("starting the embedded NATS server: %w", err)
 	}
 	defer srv.Shutdown()
-	api := testutil.StartFakeTallyfy()
+	api := servers.StartFakeTallyfy()
 	defer api.Close()
 	api.RecordRequests(false)
 

@@ -17,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
-	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
+	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
@@ -25,7 +25,7 @@ import (
 type demoCase struct {
 	what   string
 	body   string
-	setup  func(api *testutil.FakeTallyfy)
+	setup  func(api *servers.FakeTallyfy)
 	expect string // outcome/reason
 }
 
@@ -39,38 +39,38 @@ func demoCases() []demoCase {
 		return fmt.Sprintf(`{"org_id":%q,"run_id":%q,"request_id":"demo-%s"}`, org, run, run)
 	}
 	return []demoCase{
-		{"archived run: 200", job(demoOrg, "run-archived"), func(a *testutil.FakeTallyfy) { a.AddRun(demoOrg, "run-archived", true) }, "deleted"},
-		{"archived run: 204 (older API)", job(demoOrg, "run-204"), func(a *testutil.FakeTallyfy) {
-			a.Script(demoOrg, "run-204", testutil.Response{Status: 204})
+		{"archived run: 200", job(demoOrg, "run-archived"), func(a *servers.FakeTallyfy) { a.AddRun(demoOrg, "run-archived", true) }, "deleted"},
+		{"archived run: 204 (older API)", job(demoOrg, "run-204"), func(a *servers.FakeTallyfy) {
+			a.Script(demoOrg, "run-204", servers.Response{Status: 204})
 		}, "deleted"},
-		{"default org from TALLYFY_ORG_ID", `{"run_id":"run-default-org"}`, func(a *testutil.FakeTallyfy) { a.AddRun(demoOrg, "run-default-org", true) }, "deleted"},
+		{"default org from TALLYFY_ORG_ID", `{"run_id":"run-default-org"}`, func(a *servers.FakeTallyfy) { a.AddRun(demoOrg, "run-default-org", true) }, "deleted"},
 		{"unknown run: 404", job(demoOrg, "run-missing"), nil, "not_found"},
-		{"run not archived: 422", job(demoOrg, "run-active"), func(a *testutil.FakeTallyfy) { a.AddRun(demoOrg, "run-active", false) }, "dead_lettered/not_archived"},
-		{"no admin rights: 403", job(demoOtherOrg, "run-locked"), func(a *testutil.FakeTallyfy) {
+		{"run not archived: 422", job(demoOrg, "run-active"), func(a *servers.FakeTallyfy) { a.AddRun(demoOrg, "run-active", false) }, "dead_lettered/not_archived"},
+		{"no admin rights: 403", job(demoOtherOrg, "run-locked"), func(a *servers.FakeTallyfy) {
 			a.AddRun(demoOtherOrg, "run-locked", true)
 			a.SetAdmin(demoOtherOrg, false)
 		}, "dead_lettered/forbidden"},
-		{"other 4xx: 409", job(demoOrg, "run-conflict"), func(a *testutil.FakeTallyfy) {
-			a.Script(demoOrg, "run-conflict", testutil.Response{Status: 409, Body: `{"message":"conflict"}`})
+		{"other 4xx: 409", job(demoOrg, "run-conflict"), func(a *servers.FakeTallyfy) {
+			a.Script(demoOrg, "run-conflict", servers.Response{Status: 409, Body: `{"message":"conflict"}`})
 		}, "dead_lettered/rejected"},
-		{"503, then 200", job(demoOrg, "run-flaky"), func(a *testutil.FakeTallyfy) {
+		{"503, then 200", job(demoOrg, "run-flaky"), func(a *servers.FakeTallyfy) {
 			a.AddRun(demoOrg, "run-flaky", true)
-			a.Script(demoOrg, "run-flaky", testutil.Response{Status: 503})
+			a.Script(demoOrg, "run-flaky", servers.Response{Status: 503})
 		}, "deleted"},
-		{"500 on every delivery", job(demoOrg, "run-broken"), func(a *testutil.FakeTallyfy) {
-			a.Script(demoOrg, "run-broken", testutil.Response{Status: 500}, testutil.Response{Status: 500}, testutil.Response{Status: 500})
+		{"500 on every delivery", job(demoOrg, "run-broken"), func(a *servers.FakeTallyfy) {
+			a.Script(demoOrg, "run-broken", servers.Response{Status: 500}, servers.Response{Status: 500}, servers.Response{Status: 500})
 		}, "dead_lettered/retries_exhausted"},
-		{"429 Retry-After: 1, then 200", job(demoOrg, "run-throttled"), func(a *testutil.FakeTallyfy) {
+		{"429 Retry-After: 1, then 200", job(demoOrg, "run-throttled"), func(a *servers.FakeTallyfy) {
 			a.AddRun(demoOrg, "run-throttled", true)
-			a.Script(demoOrg, "run-throttled", testutil.Response{Status: 429, RetryAfter: "1"})
+			a.Script(demoOrg, "run-throttled", servers.Response{Status: 429, RetryAfter: "1"})
 		}, "deleted"},
-		{"401 once, then 200", job(demoOrg, "run-auth"), func(a *testutil.FakeTallyfy) {
+		{"401 once, then 200", job(demoOrg, "run-auth"), func(a *servers.FakeTallyfy) {
 			a.AddRun(demoOrg, "run-auth", true)
-			a.Script(demoOrg, "run-auth", testutil.Response{Status: 401})
+			a.Script(demoOrg, "run-auth", servers.Response{Status: 401})
 		}, "deleted"},
 		{"not JSON", `delete run-x please`, nil, "dead_lettered/invalid_job"},
 		{"run_id with a path", job(demoOrg, "../runs/other"), nil, "dead_lettered/invalid_job"},
-		{"org not allowed", job("initech", "run-foreign"), func(a *testutil.FakeTallyfy) { a.AddRun("initech", "run-foreign", true) }, "dead_lettered/org_not_allowed"},
+		{"org not allowed", job("initech", "run-foreign"), func(a *servers.FakeTallyfy) { a.AddRun("initech", "run-foreign", true) }, "dead_lettered/org_not_allowed"},
 	}
 }
 
@@ -99,12 +99,12 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := testutil.StartNATS(testutil.NATSOptions{StoreDir: dir})
+	srv, err := servers.StartNATS(servers.NATSOptions{StoreDir: dir})
 	if err != nil {
 		return fmt.Errorf("starting the embedded NATS server: %w", err)
 	}
 	defer srv.Shutdown()
-	api := testutil.StartFakeTallyfy()
+	api := servers.StartFakeTallyfy()
 	defer api.Close()
 
 	cases := demoCases()

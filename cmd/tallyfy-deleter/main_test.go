@@ -264,3 +264,17 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestBinaryLinksNoTestCode: the binary that runs in production carries the
+// embedded servers of demo and bench, but not the package testing.
+func TestBinaryLinksNoTestCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "testing" || strings.HasSuffix(pkg, "/testutil") {
+			t.Errorf("the binary links %s", pkg)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package testutil
+package servers
 
 import (
 	"errors"
@@ -7,12 +7,9 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // readyTimeout bounds how long a server may take to open its listeners.
@@ -99,36 +96,6 @@ func StartNATS(opts NATSOptions) (*NATS, error) {
 	n.url = "nats://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(n.opts.Port))
 	n.srv = srv
 	return n, nil
-}
-
-// JetStream starts a single server on a random port with its store in a
-// temporary directory, and shuts it down when the test ends.
-func JetStream(t testing.TB) *NATS {
-	t.Helper()
-	n, err := StartNATS(NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("testutil.JetStream: %v", err)
-	}
-	t.Cleanup(n.Shutdown)
-	return n
-}
-
-// Connect connects to url and opens its JetStream context; the connection is
-// closed when the test ends. Without opts the client keeps nats.go's
-// defaults, reconnect behaviour included, which is what production code
-// gets too.
-func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatalf("testutil.Connect %s: %v", url, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("testutil.Connect: jetstream: %v", err)
-	}
-	return nc, js
 }
 
 // URL is the client URL. It does not change across restarts.

@@ -1,4 +1,4 @@
-package testutil
+package servers
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -146,14 +145,6 @@ func StartFakeTallyfy() *FakeTallyfy {
 		issued:   make(map[string]issuedToken),
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serveHTTP))
-	return f
-}
-
-// NewFakeTallyfy starts the fake and closes it when the test ends.
-func NewFakeTallyfy(t testing.TB) *FakeTallyfy {
-	t.Helper()
-	f := StartFakeTallyfy()
-	t.Cleanup(f.Close)
 	return f
 }
 

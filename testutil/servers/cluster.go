@@ -1,4 +1,4 @@
-package testutil
+package servers
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -29,27 +28,6 @@ const electionGrace = 2 * time.Second
 // election (above), and because route ports are chosen before the servers
 // bind them, so another process can take one in between.
 const clusterAttempts = 4
-
-// JetStreamCluster starts an n-node JetStream cluster in this process, each
-// node with its own temporary store, and waits until the nodes have elected a
-// meta leader and all of them are current. The nodes are shut down when the
-// test ends. Connect to ClusterURL(nodes) to fail over between them.
-func JetStreamCluster(t testing.TB, n int) []*NATS {
-	t.Helper()
-	if n < 2 {
-		t.Fatalf("testutil.JetStreamCluster: %d nodes; a cluster needs 2 or more, use JetStream for one server", n)
-	}
-	dirs := make([]string, n)
-	for i := range dirs {
-		dirs[i] = t.TempDir()
-	}
-	nodes, err := startCluster(dirs)
-	if err != nil {
-		t.Fatalf("testutil.JetStreamCluster: %v", err)
-	}
-	t.Cleanup(func() { shutdownAll(nodes) })
-	return nodes
-}
 
 // StartNATSCluster is JetStreamCluster for programs: node i stores its files
 // in storeDir/node-i. Stop the nodes with Shutdown.
@@ -128,6 +106,15 @@ func clusterReady(nodes []*NATS) error {
 		return fmt.Errorf("meta leader sees %d of %d running nodes", len(leaderPeers), running)
 	}
 	return nil
+}
+
+// StartNATSClusterDirs starts a cluster of one node per directory, each
+// storing its files there, and waits until it is ready.
+func StartNATSClusterDirs(dirs []string) ([]*NATS, error) {
+	if len(dirs) < 2 {
+		return nil, fmt.Errorf("testutil: cluster of %d nodes; a cluster needs 2 or more", len(dirs))
+	}
+	return startCluster(dirs)
 }
 
 func startCluster(dirs []string) ([]*NATS, error) {
@@ -221,6 +208,9 @@ func clearDir(dir string) error {
 
 // shutdownAll stops the nodes in parallel: each shutdown steps down its Raft
 // leaders and waits for its goroutines, which adds up when done in turn.
+// ShutdownAll shuts the nodes down at once, and returns when all are down.
+func ShutdownAll(nodes []*NATS) { shutdownAll(nodes) }
+
 func shutdownAll(nodes []*NATS) {
 	done := make(chan struct{}, len(nodes))
 	for _, n := range nodes {
