@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
@@ -722,7 +723,7 @@ func (p *benchChildProc) waitResults(ctx context.Context, b *bencher, n int, wha
 		p.kill()
 		return rep, err
 	}
-	prog := newProgress(b.stderr, "bench: "+what, n)
+	prog := cli.NewProgress(b.stderr, "bench: "+what, n)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var done uint64

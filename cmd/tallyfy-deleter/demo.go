@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
@@ -128,7 +129,7 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 	if verbose {
 		level = zerolog.InfoLevel
 	}
-	log := newLogger(stderr, "info", "console", "demo").Level(level)
+	log := cli.NewLogger(stderr, "info", "console", "demo").Level(level)
 	client, err := tallyfy.New(api.URL(), tallyfy.WithToken(api.Token()), tallyfy.WithUserAgent(userAgent()), tallyfy.WithTimeout(5*time.Second))
 	if err != nil {
 		return err

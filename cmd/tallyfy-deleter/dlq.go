@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
@@ -91,11 +93,11 @@ type dlqFlags struct {
 	limit            int
 }
 
-func addDLQFlags(s *settings, fl *dlqFlags, defaultLimit string) {
-	s.str(&fl.reason, "", "reason", "", "only dead letters of this reason (not_archived, forbidden, ...)")
-	s.str(&fl.org, "", "org", "", "only dead letters of this organization")
-	s.str(&fl.seq, "", "seq", "", "only these dead letters: comma list of sequence numbers (the SEQ column)")
-	s.num(&fl.limit, "", "limit", defaultLimit, "at most this many dead letters, oldest first; 0 for all")
+func addDLQFlags(s *settings.Set, fl *dlqFlags, defaultLimit string) {
+	s.Str(&fl.reason, "", "reason", "", "only dead letters of this reason (not_archived, forbidden, ...)")
+	s.Str(&fl.org, "", "org", "", "only dead letters of this organization")
+	s.Str(&fl.seq, "", "seq", "", "only these dead letters: comma list of sequence numbers (the SEQ column)")
+	s.Num(&fl.limit, "", "limit", defaultLimit, "at most this many dead letters, oldest first; 0 for all")
 }
 
 func (fl dlqFlags) filter() (dlqFilter, error) {
@@ -209,7 +211,7 @@ type dlqScan struct {
 // picked up again.
 func scanDeadLetters(ctx context.Context, js jetstream.JetStream, n worker.Config, f dlqFilter) (*dlqScan, error) {
 	res := &dlqScan{matching: -1}
-	cctx, cancel := context.WithTimeout(ctx, toolTimeout)
+	cctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 	defer cancel()
 	stream, err := js.Stream(cctx, n.DLQStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -236,7 +238,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, n worker.Confi
 
 	if f.seqs != nil {
 		for _, seq := range f.seqs {
-			gctx, cancel := context.WithTimeout(ctx, toolTimeout)
+			gctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 			m, err := stream.GetMsg(gctx, seq)
 			cancel()
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -312,7 +314,7 @@ var errNoMoreDeadLetters = errors.New("no more dead letters")
 // for a while, it asks the server whether any is left: those counted at
 // the start may have been deleted since (by a replay running meanwhile).
 func nextDeadLetter(ctx context.Context, cons jetstream.Consumer, it jetstream.MessagesContext) (jetstream.Msg, error) {
-	deadline := time.Now().Add(toolTimeout)
+	deadline := time.Now().Add(cli.ToolTimeout)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		m, err := it.Next(jetstream.NextContext(cctx))
@@ -320,7 +322,7 @@ func nextDeadLetter(ctx context.Context, cons jetstream.Consumer, it jetstream.M
 		if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || time.Now().After(deadline) {
 			return m, err
 		}
-		ictx, icancel := context.WithTimeout(ctx, toolTimeout)
+		ictx, icancel := context.WithTimeout(ctx, cli.ToolTimeout)
 		info, err := cons.Info(ictx)
 		icancel()
 		if err != nil {
@@ -333,12 +335,12 @@ func nextDeadLetter(ctx context.Context, cons jetstream.Consumer, it jetstream.M
 }
 
 func cmdDLQList(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	var cfg toolConfig
+	var cfg settings.Tool
 	var fl dlqFlags
 	var jsonOut bool
-	s := toolSettings(&cfg)
+	s := settings.ToolSettings(&cfg)
 	addDLQFlags(s, &fl, "100")
-	s.boolean(&jsonOut, "", "json", "false", "print one JSON object per dead letter, with every header and the body")
+	s.Bool(&jsonOut, "", "json", "false", "print one JSON object per dead letter, with every header and the body")
 	rest, code, ok := parseTool(s, "dlq ls", args, getenv, stderr, dlqLsHelp)
 	if !ok {
 		return code
@@ -399,8 +401,8 @@ func printDeadLetters(w io.Writer, letters []deadLetter) {
 		if d.Attempts != 0 {
 			attempts = strconv.Itoa(d.Attempts)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, cell(d.Reason), status, cell(d.OrgID), cell(d.RunID),
-			attempts, d.Time.Format(time.RFC3339), cell(truncate(d.Error, maxErrorCell)))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, cli.Cell(d.Reason), status, cli.Cell(d.OrgID), cli.Cell(d.RunID),
+			attempts, d.Time.Format(time.RFC3339), cli.Cell(truncate(d.Error, maxErrorCell)))
 	}
 	tw.Flush()
 }
@@ -426,14 +428,14 @@ type dlqSession struct {
 }
 
 // openDLQ connects and scans. On failure it has reported why.
-func openDLQ(cfg *toolConfig, tool string, f dlqFilter, stderr io.Writer) (*dlqSession, bool) {
-	errw := newSyncWriter(stderr)
-	js, disconnect, err := toolConnect(cfg, tool, errw)
+func openDLQ(cfg *settings.Tool, tool string, f dlqFilter, stderr io.Writer) (*dlqSession, bool) {
+	errw := cli.NewSyncWriter(stderr)
+	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, tool, errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter %s: %v\n", tool, err)
 		return nil, false
 	}
-	ctx, stop := interruptible(errw)
+	ctx, stop := cli.Interruptible(errw)
 	done := func() { stop(); disconnect() }
 	scan, err := scanDeadLetters(ctx, js, cfg.Names, f)
 	if err != nil {
@@ -445,15 +447,15 @@ func openDLQ(cfg *toolConfig, tool string, f dlqFilter, stderr io.Writer) (*dlqS
 }
 
 func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	var cfg toolConfig
+	var cfg settings.Tool
 	var fl dlqFlags
 	var perSecond int
 	var dryRun, all bool
-	s := toolSettings(&cfg)
+	s := settings.ToolSettings(&cfg)
 	addDLQFlags(s, &fl, "0")
-	s.num(&perSecond, "", "rate", "0", "at most this many replays per second; 0 for no limit")
-	s.boolean(&dryRun, "", "dry-run", "false", "list what would be replayed and change nothing")
-	s.boolean(&all, "", "all", "false", "replay every dead letter when no --reason, --org or --seq narrows the selection")
+	s.Num(&perSecond, "", "rate", "0", "at most this many replays per second; 0 for no limit")
+	s.Bool(&dryRun, "", "dry-run", "false", "list what would be replayed and change nothing")
+	s.Bool(&all, "", "all", "false", "replay every dead letter when no --reason, --org or --seq narrows the selection")
 	rest, code, ok := parseTool(s, "dlq replay", args, getenv, stderr, dlqReplayHelp)
 	if !ok {
 		return code
@@ -492,7 +494,7 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 		return 0
 	}
 
-	cctx, cancel := context.WithTimeout(ctx, toolTimeout)
+	cctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 	_, jerr := js.Stream(cctx, cfg.Names.JobsStream)
 	dlq, qerr := js.Stream(cctx, cfg.Names.DLQStream)
 	cancel()
@@ -506,7 +508,7 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 
 	r := &replayer{js: js, dlq: dlq, subject: cfg.Names.JobsSubject, stream: cfg.Names.JobsStream}
-	r.prog = newProgress(errw, "replay", len(scan.letters))
+	r.prog = cli.NewProgress(errw, "replay", len(scan.letters))
 	interrupted := r.run(ctx, scan.letters, perSecond)
 	r.prog.Done()
 	if interrupted > 0 {
@@ -532,7 +534,7 @@ type replayer struct {
 	dlq     jetstream.Stream
 	subject string
 	stream  string
-	prog    *progress
+	prog    *cli.Progress
 
 	mu                                       sync.Mutex
 	replayed, duplicates, failed, notRemoved int
@@ -587,12 +589,12 @@ func (r *replayer) replay(d deadLetter) {
 	m := nats.NewMsg(r.subject)
 	m.Data = d.data
 	m.Header.Set(jetstream.MsgIDHeader, "replay-"+strconv.FormatUint(d.Seq, 10))
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cli.ToolTimeout)
 	defer cancel()
 	ack, err := r.js.PublishMsg(ctx, m, jetstream.WithExpectStream(r.stream))
 	if err != nil {
 		r.count(&r.failed)
-		r.prog.Logf("dead letter %d (%s %s/%s): not replayed, kept: %v", d.Seq, d.Reason, cell(d.OrgID), cell(d.RunID), err)
+		r.prog.Logf("dead letter %d (%s %s/%s): not replayed, kept: %v", d.Seq, d.Reason, cli.Cell(d.OrgID), cli.Cell(d.RunID), err)
 		return
 	}
 	if ack.Duplicate {
@@ -600,7 +602,7 @@ func (r *replayer) replay(d deadLetter) {
 	} else {
 		r.count(&r.replayed)
 	}
-	dctx, dcancel := context.WithTimeout(context.Background(), toolTimeout)
+	dctx, dcancel := context.WithTimeout(context.Background(), cli.ToolTimeout)
 	defer dcancel()
 	if err := r.dlq.DeleteMsg(dctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		r.count(&r.notRemoved)

@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
@@ -52,13 +54,13 @@ const maxPublishFailures = 100
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var cfg toolConfig
+	var cfg settings.Tool
 	var defaultOrg, file string
 	var check bool
-	s := toolSettings(&cfg)
-	s.str(&defaultOrg, "TALLYFY_ORG_ID", "tallyfy-org-id", "", "organization of jobs that name none")
-	s.str(&file, "", "file", "", "read jobs from this file, one per line ('-': standard input)")
-	s.boolean(&check, "", "check", "false", "only validate: report bad lines, publish nothing")
+	s := settings.ToolSettings(&cfg)
+	s.Str(&defaultOrg, "TALLYFY_ORG_ID", "tallyfy-org-id", "", "organization of jobs that name none")
+	s.Str(&file, "", "file", "", "read jobs from this file, one per line ('-': standard input)")
+	s.Bool(&check, "", "check", "false", "only validate: report bad lines, publish nothing")
 	rest, code, ok := parseTool(s, "enqueue", args, getenv, stderr, enqueueHelp)
 	if !ok {
 		return code
@@ -75,25 +77,25 @@ func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdo
 		return 2
 	}
 
-	errw := newSyncWriter(stderr)
+	errw := cli.NewSyncWriter(stderr)
 	src, err := openJobSource(rest, file, stdin, errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
 		return 1
 	}
 	defer src.close()
-	ctx, stop := interruptible(errw)
+	ctx, stop := cli.Interruptible(errw)
 	defer stop()
 
 	var pub *enqueuer
 	if !check {
-		js, disconnect, err := toolConnect(&cfg, "enqueue", errw)
+		js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "enqueue", errw)
 		if err != nil {
 			fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
 			return 1
 		}
 		defer disconnect()
-		sctx, cancel := context.WithTimeout(ctx, toolTimeout)
+		sctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 		stream, err := js.Stream(sctx, cfg.Names.JobsStream)
 		cancel()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -107,7 +109,7 @@ func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdo
 		pub = &enqueuer{js: js, subject: cfg.Names.JobsSubject, stream: cfg.Names.JobsStream, window: stream.CachedInfo().Config.Duplicates}
 	}
 
-	prog := newProgress(errw, "enqueue", src.total)
+	prog := cli.NewProgress(errw, "enqueue", src.total)
 	if pub != nil {
 		pub.start(prog)
 	}
@@ -260,7 +262,7 @@ type enqueuer struct {
 	stream  string
 	window  time.Duration // the stream's duplicate window, for the summary
 
-	prog    *progress
+	prog    *cli.Progress
 	pending chan pendingPublish
 	done    chan struct{}
 	failed  atomic.Int64
@@ -274,7 +276,7 @@ type pendingPublish struct {
 	err   error
 }
 
-func (e *enqueuer) start(prog *progress) {
+func (e *enqueuer) start(prog *cli.Progress) {
 	e.prog = prog
 	e.pending = make(chan pendingPublish, enqueueWindow)
 	e.done = make(chan struct{})
@@ -298,7 +300,7 @@ func (e *enqueuer) publish(where string, job worker.Job) {
 
 // collect waits for the acks in publishing order. Every future ends with an
 // ack or an error: the JetStream context gives up on an ack after
-// toolTimeout, and on a lost connection at once.
+// cli.ToolTimeout, and on a lost connection at once.
 func (e *enqueuer) collect() {
 	defer close(e.done)
 	for p := range e.pending {
@@ -377,7 +379,7 @@ func openJobSource(args []string, file string, stdin io.Reader, stderr io.Writer
 		}}, nil
 	}
 	if file == "" || file == "-" {
-		if f, ok := stdin.(*os.File); ok && isTerminal(f) {
+		if f, ok := stdin.(*os.File); ok && cli.IsTerminal(f) {
 			fmt.Fprintln(stderr, "tallyfy-deleter enqueue: reading jobs from standard input, one per line; end with Ctrl-D")
 		}
 		lr := newLineReader(stdin)

@@ -4,21 +4,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
@@ -78,70 +73,25 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 func userAgent() string { return "tallyfy-deleter/" + version }
 
-func parseLevel(s string) (zerolog.Level, error) {
-	l, err := zerolog.ParseLevel(strings.ToLower(strings.TrimSpace(s)))
-	if err != nil || s == "" {
-		return zerolog.InfoLevel, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, not %q", s)
-	}
-	return l, nil
-}
-
-func newLogger(w io.Writer, level, format, workerID string) zerolog.Logger {
-	l, _ := parseLevel(level)
-	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(l).With().Timestamp().Str("worker", workerID).Logger()
-}
-
-// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
-// exits the process at once.
-func signalContext(log *zerolog.Logger) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-sigs:
-			log.Info().Str("signal", s.String()).Msg("shutting down; a second signal exits at once")
-			cancel()
-		case <-done:
-			return
-		}
-		select {
-		case s := <-sigs:
-			log.Warn().Str("signal", s.String()).Msg("second signal: exiting now")
-			os.Exit(1)
-		case <-done:
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(sigs)
-		close(done)
-		cancel()
-	}
-}
-
 func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
-	cfg, err := loadRunConfig(args, getenv, stderr)
+	cfg, err := settings.LoadRun(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(stderr, "tallyfy-deleter run: refusing to start:\n%s\n", indent(err.Error()))
+		fmt.Fprintf(stderr, "tallyfy-deleter run: refusing to start:\n%s\n", cli.Indent(err.Error()))
 		return 2
 	}
 	workerID := cfg.Worker.WorkerID
 	if workerID == "" {
 		workerID, _ = os.Hostname()
 	}
-	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat, workerID)
+	log := cli.NewLogger(stderr, cfg.LogLevel, cfg.LogFormat, workerID)
 	cfg.Worker.Logger = &log
 
-	ctx, stop := signalContext(&log)
+	ctx, stop := cli.SignalContext(&log)
 	defer stop()
-	log.Info().Str("version", version).Interface("config", cfg.effective).Msg("effective configuration")
+	log.Info().Str("version", version).Interface("config", cfg.Effective).Msg("effective configuration")
 
 	reg := newRegistry()
 	metrics := worker.NewMetrics(reg)
@@ -151,9 +101,9 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 		log.Error().Err(err).Msg("refusing to start")
 		return 2
 	}
-	nc, err := connectNATS(cfg.NATSURL, cfg.NATSCreds, "tallyfy-deleter "+workerID, &log)
+	nc, err := cli.ConnectNATS(cfg.NATSURL, cfg.NATSCreds, "tallyfy-deleter "+workerID, &log)
 	if err != nil {
-		log.Error().Err(err).Str("nats_url", redactURLs(cfg.NATSURL)).Msg("cannot connect to NATS")
+		log.Error().Err(err).Str("nats_url", cli.RedactURLs(cfg.NATSURL)).Msg("cannot connect to NATS")
 		return 1
 	}
 	defer nc.Close()
@@ -181,7 +131,7 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 	if cfg.Worker.DryRun {
 		log.Warn().Msg("DELETER_DRY_RUN is on: nothing will be deleted")
 	}
-	log.Info().Str("nats_url", redactURLs(cfg.NATSURL)).Str("api_url", cfg.APIURL).Msg("worker starting")
+	log.Info().Str("nats_url", cli.RedactURLs(cfg.NATSURL)).Str("api_url", cfg.APIURL).Msg("worker starting")
 	if err := w.Run(ctx); err != nil {
 		log.Error().Err(err).Msg("worker could not start")
 		return 1
@@ -192,7 +142,7 @@ func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
 	return 0
 }
 
-func newAPIClient(cfg *runConfig, extra ...tallyfy.Option) (*tallyfy.Client, error) {
+func newAPIClient(cfg *settings.Run, extra ...tallyfy.Option) (*tallyfy.Client, error) {
 	opts := append([]tallyfy.Option{
 		tallyfy.WithTimeout(cfg.Worker.APITimeout),
 		tallyfy.WithUserAgent(userAgent()),
@@ -218,32 +168,4 @@ func newAPIClient(cfg *runConfig, extra ...tallyfy.Option) (*tallyfy.Client, err
 		opts = append(opts, tallyfy.WithToken(cfg.Token))
 	}
 	return tallyfy.New(cfg.APIURL, opts...)
-}
-
-func connectNATS(url, creds, name string, log *zerolog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
-			if c.IsClosed() {
-				return // closed on purpose, not lost
-			}
-			log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("reconnected to NATS")
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			log.Warn().Err(err).Msg("NATS error")
-		}),
-	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	return nats.Connect(url, opts...)
-}
-
-func indent(s string) string {
-	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
 }

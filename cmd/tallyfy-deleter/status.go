@@ -7,19 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
@@ -90,10 +85,10 @@ var (
 )
 
 func cmdStatus(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	var cfg toolConfig
+	var cfg settings.Tool
 	var jsonOut bool
-	s := toolSettings(&cfg)
-	s.boolean(&jsonOut, "", "json", "false", "print JSON instead of tables")
+	s := settings.ToolSettings(&cfg)
+	s.Bool(&jsonOut, "", "json", "false", "print JSON instead of tables")
 	rest, code, ok := parseTool(s, "status", args, getenv, stderr, statusHelp)
 	if !ok {
 		return code
@@ -102,14 +97,14 @@ func cmdStatus(args []string, getenv func(string) string, stdout, stderr io.Writ
 		fmt.Fprintf(stderr, "tallyfy-deleter status: takes no arguments, got %q\n", rest)
 		return 2
 	}
-	errw := newSyncWriter(stderr)
-	js, disconnect, err := toolConnect(&cfg, "status", errw)
+	errw := cli.NewSyncWriter(stderr)
+	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "status", errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter status: %v\n", err)
 		return 1
 	}
 	defer disconnect()
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cli.ToolTimeout)
 	defer cancel()
 	rep, err := collectStatus(ctx, js, cfg.Names)
 	if err != nil {
@@ -260,7 +255,7 @@ func printCounts(tw io.Writer, counts map[string]uint64, known []string, total u
 	}
 	slices.Sort(others)
 	for _, k := range append(keys, others...) {
-		fmt.Fprintf(tw, "  %s\t%d\n", cell(k), counts[k])
+		fmt.Fprintf(tw, "  %s\t%d\n", cli.Cell(k), counts[k])
 	}
 	fmt.Fprintf(tw, "  total\t%d\n", total)
 }
@@ -283,14 +278,11 @@ func outcomeNames() []string {
 
 // What follows is shared by the operator tools (enqueue, dlq, status).
 
-// toolTimeout bounds every NATS call the tools make.
-const toolTimeout = 10 * time.Second
-
 // parseTool parses a tool's flags. more is printed after the flag table
 // for --help. It returns the positional arguments, or false and the exit
 // status: 0 after --help, 2 after a bad flag.
-func parseTool(s *settings, name string, args []string, getenv func(string) string, stderr io.Writer, more string) ([]string, int, bool) {
-	rest, err := s.parse(name, args, getenv, stderr)
+func parseTool(s *settings.Set, name string, args []string, getenv func(string) string, stderr io.Writer, more string) ([]string, int, bool) {
+	rest, err := s.Parse(name, args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stderr, more)
 		return nil, 0, false
@@ -300,102 +292,4 @@ func parseTool(s *settings, name string, args []string, getenv func(string) stri
 		return nil, 2, false
 	}
 	return rest, 0, true
-}
-
-// toolConnect connects to NATS; the client's warnings (a lost connection,
-// say) go to stderr until disconnect is called. disconnect closes the
-// connection quietly: closing fires the client's disconnect handler, whose
-// "reconnecting" warning would be wrong, and would arrive after the command
-// has returned.
-func toolConnect(c *toolConfig, tool string, stderr io.Writer) (js jetstream.JetStream, disconnect func(), err error) {
-	gate := &gateWriter{w: stderr}
-	log := zerolog.New(gate).Level(zerolog.WarnLevel).With().Timestamp().Str("tool", tool).Logger()
-	nc, err := connectNATS(c.NATSURL, c.NATSCreds, "tallyfy-deleter "+tool, &log)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", redactURLs(c.NATSURL), err)
-	}
-	disconnect = func() {
-		gate.shut()
-		nc.Close()
-	}
-	// An async publish whose ack never comes fails after toolTimeout
-	// instead of waiting for ever.
-	js, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(toolTimeout))
-	if err != nil {
-		disconnect()
-		return nil, nil, fmt.Errorf("cannot use JetStream: %w", err)
-	}
-	return js, disconnect, nil
-}
-
-// gateWriter passes writes on until it is shut, then drops them.
-type gateWriter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	closed bool
-}
-
-func (g *gateWriter) Write(b []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return len(b), nil
-	}
-	return g.w.Write(b)
-}
-
-func (g *gateWriter) shut() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-}
-
-// redactURLs hides passwords in a comma list of NATS URLs.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
-// interruptible is cancelled by SIGINT or SIGTERM, so that a long run stops
-// taking new work, finishes what it started and prints its summary. A
-// second signal takes the default action and ends the process at once (a
-// read of a terminal, say, is not interrupted by the first). stop must be
-// called.
-func interruptible(stderr io.Writer) (ctx context.Context, stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-sigs:
-			signal.Stop(sigs)
-			fmt.Fprintln(stderr, "interrupted: finishing what was started; interrupt again to quit at once")
-			cancel()
-		case <-done:
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(sigs)
-		close(done)
-		cancel()
-	}
-}
-
-// cell makes s safe for one tabwriter cell: no tabs, no line breaks.
-func cell(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }

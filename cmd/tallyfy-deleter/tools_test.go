@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
@@ -750,14 +752,14 @@ func TestToolsBareBooleanFlags(t *testing.T) {
 		{"-- --json", false, false, "", "--json"},
 	}
 	for _, tc := range tests {
-		var cfg toolConfig
+		var cfg settings.Tool
 		var org string
 		var js, dry bool
-		s := toolSettings(&cfg)
-		s.str(&org, "", "org", "", "")
-		s.boolean(&js, "", "json", "false", "")
-		s.boolean(&dry, "", "dry-run", "false", "")
-		rest, err := s.parse("t", strings.Fields(tc.args), env(), io.Discard)
+		s := settings.ToolSettings(&cfg)
+		s.Str(&org, "", "org", "", "")
+		s.Bool(&js, "", "json", "false", "")
+		s.Bool(&dry, "", "dry-run", "false", "")
+		rest, err := s.Parse("t", strings.Fields(tc.args), env(), io.Discard)
 		if err != nil {
 			t.Errorf("%q: %v", tc.args, err)
 			continue
@@ -770,8 +772,8 @@ func TestToolsBareBooleanFlags(t *testing.T) {
 
 func TestProgressPlain(t *testing.T) {
 	var buf bytes.Buffer
-	w := newSyncWriter(&buf)
-	p := newProgress(w, "work", 100)
+	w := cli.NewSyncWriter(&buf)
+	p := cli.NewProgress(w, "work", 100)
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Go(func() {
@@ -793,7 +795,7 @@ func TestProgressPlain(t *testing.T) {
 	}
 
 	buf.Reset()
-	p = newProgress(&buf, "stdin", 0)
+	p = cli.NewProgress(&buf, "stdin", 0)
 	p.Add(3)
 	p.Done()
 	if !strings.HasPrefix(buf.String(), "stdin: 3, ") {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 	"github.com/mattn/go-isatty"
 )
 
-// progress reports how far a long operation (enqueue, dlq replay, bench)
+// Progress reports how far a long operation (enqueue, dlq replay, bench)
 // has come. On a terminal it redraws one line in place, with a bar, at most
 // ten times a second; anywhere else (a log file, CI output, a pipe) it
 // writes a plain line at most every two seconds, and one at the end.
@@ -20,7 +20,7 @@ import (
 // All methods are safe for concurrent use. Messages about single items go
 // through Logf, so that on a terminal they appear above the bar instead of
 // being overwritten by it.
-type progress struct {
+type Progress struct {
 	mu       sync.Mutex
 	w        io.Writer
 	label    string
@@ -41,12 +41,12 @@ const (
 	minRateWindow = time.Second
 )
 
-// newProgress starts reporting on w. total is the number of items
+// NewProgress starts reporting on w. total is the number of items
 // expected, or 0 when unknown (stdin, say): then there is no bar, only a
 // count and a rate.
-func newProgress(w io.Writer, label string, total int) *progress {
+func NewProgress(w io.Writer, label string, total int) *Progress {
 	now := time.Now()
-	p := &progress{w: w, label: label, total: total, start: now, drawn: now, every: plainRedraw, tty: isTerminal(w)}
+	p := &Progress{w: w, label: label, total: total, start: now, drawn: now, every: plainRedraw, tty: IsTerminal(w)}
 	if p.tty {
 		p.every = ttyRedraw
 		p.drawLocked(now)
@@ -55,7 +55,7 @@ func newProgress(w io.Writer, label string, total int) *progress {
 }
 
 // Add counts n more items done.
-func (p *progress) Add(n int) {
+func (p *Progress) Add(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.count += n
@@ -69,7 +69,7 @@ func (p *progress) Add(n int) {
 
 // Logf writes one message line (a newline is added). On a terminal the bar
 // is cleared first and redrawn below the message.
-func (p *progress) Logf(format string, args ...any) {
+func (p *Progress) Logf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.tty && !p.finished {
@@ -82,7 +82,7 @@ func (p *progress) Logf(format string, args ...any) {
 }
 
 // Done writes the final line. Calling it again does nothing.
-func (p *progress) Done() {
+func (p *Progress) Done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.finished {
@@ -95,7 +95,7 @@ func (p *progress) Done() {
 	}
 }
 
-func (p *progress) drawLocked(now time.Time) {
+func (p *Progress) drawLocked(now time.Time) {
 	p.drawn = now
 	elapsed := now.Sub(p.start)
 	var b strings.Builder
@@ -131,9 +131,9 @@ func (p *progress) drawLocked(now time.Time) {
 	io.WriteString(p.w, b.String())
 }
 
-// isTerminal says whether w is a terminal, looking through a syncWriter.
-func isTerminal(w io.Writer) bool {
-	if s, ok := w.(*syncWriter); ok {
+// IsTerminal says whether w is a terminal, looking through a SyncWriter.
+func IsTerminal(w io.Writer) bool {
+	if s, ok := w.(*SyncWriter); ok {
 		w = s.w
 	}
 	f, ok := w.(*os.File)
@@ -143,21 +143,21 @@ func isTerminal(w io.Writer) bool {
 	return isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
 }
 
-// syncWriter makes each Write atomic, for a writer (standard error) that
-// progress lines, item messages and the NATS client's warnings share.
-type syncWriter struct {
+// SyncWriter makes each Write atomic, for a writer (standard error) that
+// Progress lines, item messages and the NATS client's warnings share.
+type SyncWriter struct {
 	mu sync.Mutex
 	w  io.Writer
 }
 
-func newSyncWriter(w io.Writer) *syncWriter {
-	if s, ok := w.(*syncWriter); ok {
+func NewSyncWriter(w io.Writer) *SyncWriter {
+	if s, ok := w.(*SyncWriter); ok {
 		return s
 	}
-	return &syncWriter{w: w}
+	return &SyncWriter{w: w}
 }
 
-func (s *syncWriter) Write(b []byte) (int, error) {
+func (s *SyncWriter) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(b)

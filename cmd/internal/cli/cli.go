@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+func ParseLevel(s string) (zerolog.Level, error) {
+	l, err := zerolog.ParseLevel(strings.ToLower(strings.TrimSpace(s)))
+	if err != nil || s == "" {
+		return zerolog.InfoLevel, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+func NewLogger(w io.Writer, level, format, workerID string) zerolog.Logger {
+	l, _ := ParseLevel(level)
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(l).With().Timestamp().Str("worker", workerID).Logger()
+}
+
+// SignalContext is cancelled by the first SIGINT or SIGTERM; a second one
+// exits the process at once.
+func SignalContext(log *zerolog.Logger) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			log.Info().Str("signal", s.String()).Msg("shutting down; a second signal exits at once")
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigs:
+			log.Warn().Str("signal", s.String()).Msg("second signal: exiting now")
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
+}
+
+func ConnectNATS(url, creds, name string, log *zerolog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if c.IsClosed() {
+				return // closed on purpose, not lost
+			}
+			log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn().Err(err).Msg("NATS error")
+		}),
+	}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	return nats.Connect(url, opts...)
+}
+
+func Indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// ToolTimeout bounds every NATS call the tools make.
+const ToolTimeout = 10 * time.Second
+
+// ToolConnect connects to NATS; the client's warnings (a lost connection,
+// say) go to stderr until disconnect is called. disconnect closes the
+// connection quietly: closing fires the client's disconnect handler, whose
+// "reconnecting" warning would be wrong, and would arrive after the command
+// has returned.
+func ToolConnect(natsURL, natsCreds, tool string, stderr io.Writer) (js jetstream.JetStream, disconnect func(), err error) {
+	gate := &gateWriter{w: stderr}
+	log := zerolog.New(gate).Level(zerolog.WarnLevel).With().Timestamp().Str("tool", tool).Logger()
+	nc, err := ConnectNATS(natsURL, natsCreds, "tallyfy-deleter "+tool, &log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", RedactURLs(natsURL), err)
+	}
+	disconnect = func() {
+		gate.shut()
+		nc.Close()
+	}
+	// An async publish whose ack never comes fails after ToolTimeout
+	// instead of waiting for ever.
+	js, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(ToolTimeout))
+	if err != nil {
+		disconnect()
+		return nil, nil, fmt.Errorf("cannot use JetStream: %w", err)
+	}
+	return js, disconnect, nil
+}
+
+// gateWriter passes writes on until it is shut, then drops them.
+type gateWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+func (g *gateWriter) Write(b []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return len(b), nil
+	}
+	return g.w.Write(b)
+}
+
+func (g *gateWriter) shut() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+// RedactURLs hides passwords in a comma list of NATS URLs.
+func RedactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Interruptible is cancelled by SIGINT or SIGTERM, so that a long run stops
+// taking new work, finishes what it started and prints its summary. A
+// second signal takes the default action and ends the process at once (a
+// read of a terminal, say, is not interrupted by the first). stop must be
+// called.
+func Interruptible(stderr io.Writer) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			signal.Stop(sigs)
+			fmt.Fprintln(stderr, "interrupted: finishing what was started; interrupt again to quit at once")
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
+}
+
+// Cell makes s safe for one tabwriter cell: no tabs, no line breaks.
+func Cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,11 @@
+// Package settings is the one place that knows every setting of the
+// tallyfy-deleter binary: its environment variable, its flag, its default
+// and its help. A Set binds names to targets and parses the environment,
+// then the flags (the flag wins); every error names the setting. Run holds
+// what `tallyfy-deleter run` needs and Tool what the operator tools share.
+//
+//	cfg, err := settings.LoadRun(args, os.Getenv, os.Stdout, os.Stderr)
+//	if err != nil {
+//		return err // names the setting: "DELETER_CONCURRENCY: ..."
+//	}
+package settings

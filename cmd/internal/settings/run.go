@@ -1,0 +1,181 @@
+package settings
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
+)
+
+// AddNATS adds the connection settings every subcommand shares.
+func AddNATS(s *Set, url, creds *string) {
+	s.Str(url, "NATS_URL", "nats-url", "nats://127.0.0.1:4222", "NATS server URL; several, comma-separated, for a cluster")
+	s.Str(creds, "NATS_CREDS", "nats-creds", "", "NATS credentials file (optional)")
+}
+
+// AddNames adds the stream, consumer and subject names every subcommand
+// shares.
+func AddNames(s *Set, w *worker.Config) {
+	s.Str(&w.JobsStream, "DELETER_JOBS_STREAM", "jobs-stream", worker.DefaultJobsStream, "jobs stream")
+	s.Str(&w.JobsSubject, "DELETER_JOBS_SUBJECT", "jobs-subject", worker.DefaultJobsSubject, "jobs subject")
+	s.Str(&w.Consumer, "DELETER_CONSUMER", "consumer", worker.DefaultConsumer, "durable consumer shared by the pool")
+	s.Str(&w.ResultsStream, "DELETER_RESULTS_STREAM", "results-stream", worker.DefaultResultsStream, "results stream")
+	s.Str(&w.ResultsSubject, "DELETER_RESULTS_SUBJECT", "results-subject", worker.DefaultResultsSubject, "results subject prefix: events go to <prefix>.<outcome>")
+	s.Str(&w.DLQStream, "DELETER_DLQ_STREAM", "dlq-stream", worker.DefaultDLQStream, "dead-letter stream")
+	s.Str(&w.DLQSubject, "DELETER_DLQ_SUBJECT", "dlq-subject", worker.DefaultDLQSubject, "dead-letter subject prefix: dead letters go to <prefix>.<reason>")
+}
+
+// Tool is what the operator tools (enqueue, dlq, status) share with
+// `run`: where NATS is and what the streams are called. Names holds only
+// the name fields; the tools use no other worker Setting.
+type Tool struct {
+	NATSURL, NATSCreds string
+	Names              worker.Config
+}
+
+// ToolSettings returns the shared settings of a tool; a tool adds its own
+// flags to the same list before parsing.
+func ToolSettings(c *Tool) *Set {
+	s := &Set{}
+	AddNATS(s, &c.NATSURL, &c.NATSCreds)
+	AddNames(s, &c.Names)
+	return s
+}
+
+// Run is everything `run` needs.
+type Run struct {
+	NATSURL, NATSCreds string
+	APIURL             string
+	Token, TokenFile   string
+	ClientID           string
+	ClientSecret       string
+	ClientSecretFile   string
+	TokenURL           string
+	HTTPAddr           string
+	LogLevel           string
+	LogFormat          string
+	Worker             worker.Config
+	provision          bool
+	// Effective is the configuration as applied, secrets redacted.
+	Effective map[string]string
+}
+
+func runSettings(c *Run) *Set {
+	s := &Set{}
+	w := &c.Worker
+	AddNATS(s, &c.NATSURL, &c.NATSCreds)
+	s.Str(&c.APIURL, "TALLYFY_API_URL", "tallyfy-api-url", tallyfy.DefaultBaseURL, "Tallyfy API base URL")
+	s.Str(&c.Token, "TALLYFY_ACCESS_TOKEN", "tallyfy-access-token", "", "Tallyfy personal access token (prefer the variable or the file: flags show in ps)").secret = true
+	s.Str(&c.TokenFile, "TALLYFY_ACCESS_TOKEN_FILE", "tallyfy-access-token-file", "", "file holding the access token, re-read when it changes")
+	s.Str(&c.ClientID, "TALLYFY_CLIENT_ID", "tallyfy-client-id", "", "OAuth client ID (client credentials instead of a personal token)")
+	s.Str(&c.ClientSecret, "TALLYFY_CLIENT_SECRET", "tallyfy-client-secret", "", "OAuth client secret (prefer the variable or the file)").secret = true
+	s.Str(&c.ClientSecretFile, "TALLYFY_CLIENT_SECRET_FILE", "tallyfy-client-secret-file", "", "file holding the OAuth client secret, re-read when it changes")
+	s.Str(&c.TokenURL, "TALLYFY_TOKEN_URL", "tallyfy-token-url", tallyfy.DefaultTokenURL, "OAuth token endpoint")
+	s.Str(&w.DefaultOrg, "TALLYFY_ORG_ID", "tallyfy-org-id", "", "organization of jobs that name none")
+	s.StrList(&w.AllowedOrgs, "TALLYFY_ALLOWED_ORGS", "tallyfy-allowed-orgs", "", "comma list of organizations jobs may name; '*' for any (default: TALLYFY_ORG_ID only)")
+	s.NumIn(&w.Concurrency, "DELETER_CONCURRENCY", "concurrency", "16", "jobs in flight per worker (1 to 10000)", 1, 10000)
+	s.NumIn(&w.MaxDeliver, "DELETER_MAX_DELIVER", "max-deliver", "5", "deliveries of a job before retries_exhausted (1 to 1000)", 1, 1000)
+	s.DurList(&w.Backoff, "DELETER_BACKOFF", "backoff", "1s,5s,30s,2m", "delays before each retry of a failed delivery; the last repeats")
+	s.DurIn(&w.APITimeout, "DELETER_API_TIMEOUT", "api-timeout", "10s", "timeout of one Tallyfy call (10ms to 10m)", 10*time.Millisecond, 10*time.Minute)
+	s.NumIn(&w.BreakerFailures, "DELETER_BREAKER_FAILURES", "breaker-failures", "5", "consecutive failures that open the circuit breaker (1 to 1000)", 1, 1000)
+	s.DurIn(&w.BreakerTimeout, "DELETER_BREAKER_TIMEOUT", "breaker-timeout", "30s", "how long the breaker stays open, and the pause after a 401 (100ms to 1h)", 100*time.Millisecond, time.Hour)
+	s.DurIn(&w.ShutdownTimeout, "DELETER_SHUTDOWN_TIMEOUT", "shutdown-timeout", "25s", "grace period for in-flight jobs at shutdown (10ms to 1h)", 10*time.Millisecond, time.Hour)
+	s.DurIn(&w.AckWait, "DELETER_ACK_WAIT", "ack-wait", "30s", "the consumer's ack wait (1s to 12h)", time.Second, 12*time.Hour)
+	s.Bool(&c.provision, "DELETER_PROVISION", "provision", "true", "create or update the streams and the consumer at start")
+	s.Bool(&w.DryRun, "DELETER_DRY_RUN", "dry-run", "false", "everything but the DELETE: outcome dry_run, job acked, nothing deleted")
+	s.Float(&w.RateLimit, "DELETER_RATE_LIMIT", "rate-limit", "0", "API requests per second per worker; 0 = no limit (429s still slow it down)")
+	s.NumIn(&w.RateBurst, "DELETER_RATE_BURST", "rate-burst", "", "burst of the rate limit, 1 to 100000 (default: one second's worth)", 1, 100000)
+	s.Bool(&w.VerifyNotFound, "DELETER_VERIFY_NOT_FOUND", "verify-not-found", "false", "after a 404, GET the run; if it still exists, dead-letter not_archived")
+	s.Str(&c.HTTPAddr, "DELETER_HTTP_ADDR", "http-addr", ":9090", "address of /metrics, /healthz and /readyz; 'off' turns them off")
+	s.Str(&w.WorkerID, "DELETER_WORKER_ID", "worker-id", "", "this worker's name in events (default: the host name)")
+	s.DurIn(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams, 1s to 8760h (default: the longer of 10m and the longest retry path)", time.Second, 8760*time.Hour)
+	s.DurIn(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept (1m to 87600h)", time.Minute, 87600*time.Hour)
+	s.NumIn(&w.Replicas, "DELETER_STREAM_REPLICAS", "stream-replicas", "1", "replicas of the streams it creates: 1 to 5 (3 on a cluster)", 1, 5)
+	AddNames(s, w)
+	s.Str(&c.LogLevel, "LOG_LEVEL", "log-level", "info", "debug, info, warn or error")
+	s.Str(&c.LogFormat, "LOG_FORMAT", "log-format", "json", "json or console")
+	return s
+}
+
+// LoadRun reads the settings of `run` and checks those that the
+// worker does not check itself.
+func LoadRun(args []string, getenv func(string) string, stderr io.Writer) (*Run, error) {
+	c := &Run{}
+	s := runSettings(c)
+	rest, err := s.Parse("run", args, getenv, stderr)
+	if err != nil {
+		return nil, err
+	}
+	c.Effective = s.Effective()
+	if c.HTTPAddr == "off" {
+		c.HTTPAddr = ""
+	}
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("run takes no arguments, got %q", rest)
+	}
+	c.Worker.SkipProvision = !c.provision
+	var errs []error
+	errs = append(errs, c.checkCredentials()...)
+	if _, err := tallyfy.New(c.APIURL, tallyfy.WithToken("placeholder")); err != nil {
+		errs = append(errs, fmt.Errorf("TALLYFY_API_URL: %w", err))
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("LOG_FORMAT must be json or console, not %q", c.LogFormat))
+	}
+	if _, err := cli.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Worker.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+// checkCredentials wants exactly one way to authenticate.
+func (c *Run) checkCredentials() []error {
+	var errs []error
+	ways := 0
+	for _, set := range []bool{c.Token != "", c.TokenFile != "", c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != ""} {
+		if set {
+			ways++
+		}
+	}
+	switch {
+	case ways == 0:
+		return []error{errors.New("no credentials: set TALLYFY_ACCESS_TOKEN, TALLYFY_ACCESS_TOKEN_FILE, or TALLYFY_CLIENT_ID with TALLYFY_CLIENT_SECRET or TALLYFY_CLIENT_SECRET_FILE")}
+	case ways > 1:
+		return []error{errors.New("more than one kind of credentials: set only one of TALLYFY_ACCESS_TOKEN, TALLYFY_ACCESS_TOKEN_FILE, and TALLYFY_CLIENT_ID with its secret")}
+	}
+	if c.TokenFile != "" {
+		// Read it as the worker will: a file that exists but cannot be read,
+		// or is empty, is refused like a missing one.
+		if _, err := tallyfy.FileTokenSource(c.TokenFile).Token(); err != nil {
+			errs = append(errs, fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err))
+		}
+	}
+	if c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != "" {
+		switch {
+		case c.ClientID == "":
+			errs = append(errs, errors.New("TALLYFY_CLIENT_SECRET or TALLYFY_CLIENT_SECRET_FILE is set but TALLYFY_CLIENT_ID is not"))
+		case c.ClientSecret != "" && c.ClientSecretFile != "":
+			errs = append(errs, errors.New("TALLYFY_CLIENT_SECRET and TALLYFY_CLIENT_SECRET_FILE are both set: set one"))
+		case c.ClientSecret == "" && c.ClientSecretFile == "":
+			errs = append(errs, errors.New("TALLYFY_CLIENT_ID is set but neither TALLYFY_CLIENT_SECRET nor TALLYFY_CLIENT_SECRET_FILE is"))
+		case c.ClientSecretFile != "":
+			// Reads the file, and nothing else: no token is fetched.
+			_, err := tallyfy.ClientCredentials(tallyfy.ClientCredentialsConfig{
+				ClientID: c.ClientID, ClientSecretFile: c.ClientSecretFile,
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("TALLYFY_CLIENT_SECRET_FILE: %w", err))
+			}
+		}
+	}
+	return errs
+}

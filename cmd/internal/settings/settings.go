@@ -1,0 +1,237 @@
+package settings
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+)
+
+// Setting is one configuration value: an environment variable and the flag
+// of the same meaning. The flag wins over the variable, which wins over the
+// default.
+type Setting struct {
+	env, flag, def, help string
+	secret               bool
+	// isBool flags may stand alone: --json means --json=true.
+	isBool bool
+	set    func(string) error
+	// value and from are what parse applied: for the start-up log.
+	value, from string
+}
+
+// settings binds names to targets and parses them.
+type Set struct {
+	list []*Setting
+}
+
+func (s *Set) add(env, flagName, def, help string, set func(string) error) *Setting {
+	st := &Setting{env: env, flag: flagName, def: def, help: help, set: set}
+	s.list = append(s.list, st)
+	return st
+}
+
+func (s *Set) Str(p *string, env, flagName, def, help string) *Setting {
+	return s.add(env, flagName, def, help, func(v string) error { *p = strings.TrimSpace(v); return nil })
+}
+
+func (s *Set) Dur(p *time.Duration, env, flagName, def, help string) *Setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 500ms, 30s or 2m", v)
+		}
+		*p = d
+		return nil
+	})
+}
+
+func (s *Set) Num(p *int, env, flagName, def, help string) *Setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+		return nil
+	})
+}
+
+// numIn is num with bounds: a value outside [lo, hi] is refused, never
+// silently replaced by the default (as a library's zero value would be).
+func (s *Set) NumIn(p *int, env, flagName, def, help string, lo, hi int) *Setting {
+	st := s.Num(p, env, flagName, def, help)
+	parse := st.set
+	st.set = func(v string) error {
+		if err := parse(v); err != nil {
+			return err
+		}
+		if *p < lo || *p > hi {
+			return fmt.Errorf("%d is out of range: it must be from %d to %d", *p, lo, hi)
+		}
+		return nil
+	}
+	return st
+}
+
+// durIn is dur with bounds, as numIn.
+func (s *Set) DurIn(p *time.Duration, env, flagName, def, help string, lo, hi time.Duration) *Setting {
+	st := s.Dur(p, env, flagName, def, help)
+	parse := st.set
+	st.set = func(v string) error {
+		if err := parse(v); err != nil {
+			return err
+		}
+		if *p < lo || *p > hi {
+			return fmt.Errorf("%s is out of range: it must be from %s to %s", *p, lo, hi)
+		}
+		return nil
+	}
+	return st
+}
+
+func (s *Set) Bool(p *bool, env, flagName, def, help string) *Setting {
+	st := s.add(env, flagName, def, help, func(v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*p = b
+		return nil
+	})
+	st.isBool = true
+	return st
+}
+
+func (s *Set) Float(p *float64, env, flagName, def, help string) *Setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		*p = f
+		return nil
+	})
+}
+
+func (s *Set) DurList(p *[]time.Duration, env, flagName, def, help string) *Setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		var out []time.Duration
+		for _, part := range strings.Split(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			d, err := time.ParseDuration(part)
+			if err != nil {
+				return fmt.Errorf("%q is not a comma list of durations such as 1s,5s,30s,2m", v)
+			}
+			out = append(out, d)
+		}
+		*p = out
+		return nil
+	})
+}
+
+func (s *Set) StrList(p *[]string, env, flagName, def, help string) *Setting {
+	return s.add(env, flagName, def, help, func(v string) error {
+		var out []string
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+		*p = out
+		return nil
+	})
+}
+
+// parse applies defaults, then the environment, then the flags in args,
+// and returns the arguments after the flags. Every error names the Setting.
+func (s *Set) Parse(name string, args []string, getenv func(string) string, stderr io.Writer) ([]string, error) {
+	for _, st := range s.list {
+		v, from := st.def, "default"
+		if st.env == "" {
+			// A flag of one command only; it has no variable.
+		} else if e := getenv(st.env); e != "" {
+			v, from = e, st.env
+		}
+		if v == "" {
+			continue
+		}
+		if err := st.set(v); err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", st.env, from, err)
+		}
+		st.value, st.from = v, from
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, st := range s.list {
+		apply := func(v string) error {
+			if err := st.set(v); err != nil {
+				if st.env == "" {
+					return err
+				}
+				return fmt.Errorf("%s: %w", st.env, err)
+			}
+			st.value, st.from = v, "--"+st.flag
+			return nil
+		}
+		if st.isBool {
+			fs.BoolFunc(st.flag, st.help, apply)
+		} else {
+			fs.Func(st.flag, st.help, apply)
+		}
+	}
+	fs.Usage = func() { s.Usage(stderr, name) }
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return fs.Args(), nil
+}
+
+// effective is every Setting's value and where it came from, secrets
+// redacted: logged once at start.
+func (s *Set) Effective() map[string]string {
+	out := make(map[string]string, len(s.list))
+	for _, st := range s.list {
+		v := st.value
+		switch {
+		case v == "":
+			continue
+		case st.secret:
+			v = "[REDACTED]"
+		default:
+			v = cli.RedactURLs(v)
+		}
+		if st.from != "default" {
+			v += " (" + st.from + ")"
+		}
+		out[st.env] = v
+	}
+	return out
+}
+
+func (s *Set) Usage(w io.Writer, name string) {
+	fmt.Fprintf(w, "Usage: tallyfy-deleter %s [flags]\n\nA flag with an ENV can also be set by that environment variable; the flag wins.\n\n", name)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FLAG\tENV\tDEFAULT\tMEANING")
+	for _, st := range s.list {
+		def := st.def
+		if def == "" {
+			def = "-"
+		}
+		env := st.env
+		if env == "" {
+			env = "-"
+		}
+		fmt.Fprintf(tw, "--%s\t%s\t%s\t%s\n", st.flag, env, def, st.help)
+	}
+	tw.Flush()
+}
