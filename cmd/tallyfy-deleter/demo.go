@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/service"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
@@ -130,7 +131,7 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 		level = zerolog.InfoLevel
 	}
 	log := cli.NewLogger(stderr, "info", "console", "demo").Level(level)
-	client, err := tallyfy.New(api.URL(), tallyfy.WithToken(api.Token()), tallyfy.WithUserAgent(userAgent()), tallyfy.WithTimeout(5*time.Second))
+	client, err := tallyfy.New(api.URL(), tallyfy.WithToken(api.Token()), tallyfy.WithUserAgent(service.UserAgent(version)), tallyfy.WithTimeout(5*time.Second))
 	if err != nil {
 		return err
 	}

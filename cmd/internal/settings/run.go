@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
@@ -178,4 +179,13 @@ func (c *Run) checkCredentials() []error {
 		}
 	}
 	return errs
+}
+
+// WorkerName is DELETER_WORKER_ID, or the host name when it is not set.
+func (c *Run) WorkerName() string {
+	if c.Worker.WorkerID != "" {
+		return c.Worker.WorkerID
+	}
+	name, _ := os.Hostname()
+	return name
 }
