@@ -1019,7 +1019,7 @@ func benchWorkerChild(natsURL, apiURL, token string, c int) error {
 	// change what it measures.
 	getenv := func(k string) string { return settings[k] }
 	var runErr bytes.Buffer
-	if code := cmdRun([]string{"--http-addr="}, getenv, &discardUnlessRefused{buf: &runErr}); code != 0 {
+	if code := cmdRun([]string{"--http-addr="}, getenv, io.Discard, &discardUnlessRefused{buf: &runErr}); code != 0 {
 		return fmt.Errorf("run exited %d: %s", code, runErr.String())
 	}
 	return nil

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/service"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
@@ -76,19 +75,27 @@ func demoCases() []demoCase {
 	}
 }
 
+const demoHelp = `
+Runs the whole pipeline on an embedded NATS server and a fake Tallyfy: one
+job per row of the README's outcome table, through the real worker, each
+job's outcome printed with where it went. Needs no network.
+`
+
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	verbose := fs.Bool("verbose", false, "show the worker's log lines")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	var verbose bool
+	s := &settings.Set{}
+	s.Bool(&verbose, "", "verbose", "false", "show the worker's log lines")
+	rest, code, ok := s.Command("demo", args, func(string) string { return "" }, stdout, stderr, demoHelp)
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "tallyfy-deleter demo: takes no arguments, got %q\n%s\n", rest, settings.Hint("demo"))
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := demo(ctx, stdout, stderr, *verbose); err != nil {
+	if err := demo(ctx, stdout, stderr, verbose); err != nil {
 		fmt.Fprintf(stderr, "demo failed: %v\n", err)
 		return 1
 	}

@@ -341,7 +341,7 @@ func cmdDLQList(args []string, getenv func(string) string, stdout, stderr io.Wri
 	s := settings.ToolSettings(&cfg)
 	addDLQFlags(s, &fl, "100")
 	s.Bool(&jsonOut, "", "json", "false", "print one JSON object per dead letter, with every header and the body")
-	rest, code, ok := parseTool(s, "dlq ls", args, getenv, stderr, dlqLsHelp)
+	rest, code, ok := s.Command("dlq ls", args, getenv, stdout, stderr, dlqLsHelp)
 	if !ok {
 		return code
 	}
@@ -456,7 +456,7 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 	s.Num(&perSecond, "", "rate", "0", "at most this many replays per second; 0 for no limit")
 	s.Bool(&dryRun, "", "dry-run", "false", "list what would be replayed and change nothing")
 	s.Bool(&all, "", "all", "false", "replay every dead letter when no --reason, --org or --seq narrows the selection")
-	rest, code, ok := parseTool(s, "dlq replay", args, getenv, stderr, dlqReplayHelp)
+	rest, code, ok := s.Command("dlq replay", args, getenv, stdout, stderr, dlqReplayHelp)
 	if !ok {
 		return code
 	}

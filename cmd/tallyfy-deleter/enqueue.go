@@ -61,7 +61,7 @@ func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdo
 	s.Str(&defaultOrg, "TALLYFY_ORG_ID", "tallyfy-org-id", "", "organization of jobs that name none")
 	s.Str(&file, "", "file", "", "read jobs from this file, one per line ('-': standard input)")
 	s.Bool(&check, "", "check", "false", "only validate: report bad lines, publish nothing")
-	rest, code, ok := parseTool(s, "enqueue", args, getenv, stderr, enqueueHelp)
+	rest, code, ok := s.Command("enqueue", args, getenv, stdout, stderr, enqueueHelp)
 	if !ok {
 		return code
 	}

@@ -46,7 +46,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], getenv, stderr)
+		return cmdRun(args[1:], getenv, stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "enqueue":
@@ -68,12 +68,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 2
 }
 
-func cmdRun(args []string, getenv func(string) string, stderr io.Writer) int {
-	cfg, err := settings.LoadRun(args, getenv, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+func cmdRun(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := settings.LoadRun(args, getenv, stdout)
+	var usageErr *settings.UsageError
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &usageErr):
+		fmt.Fprintf(stderr, "tallyfy-deleter run: %v\n%s\n", err, settings.Hint("run"))
+		return 2
+	case err != nil:
 		fmt.Fprintf(stderr, "tallyfy-deleter run: refusing to start:\n%s\n", cli.Indent(err.Error()))
 		return 2
 	}

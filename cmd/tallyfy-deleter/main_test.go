@@ -140,10 +140,14 @@ func TestRunHelpListsSettings(t *testing.T) {
 	if code := run([]string{"run", "--help"}, env(), &out, &errOut); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+	// Help is asked for: it goes to standard output, so `run --help | less` works.
 	for _, want := range []string{"NATS_URL", "nats://127.0.0.1:4222", "TALLYFY_ACCESS_TOKEN_FILE", "DELETER_CONCURRENCY", "--concurrency", "DELETER_BACKOFF", "1s,5s,30s,2m", "DELETER_SHUTDOWN_TIMEOUT", "25s", "LOG_FORMAT"} {
-		if !strings.Contains(errOut.String(), want) {
-			t.Errorf("--help does not show %q", want)
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help does not show %q on standard output", want)
 		}
+	}
+	if errOut.Len() != 0 {
+		t.Errorf("--help wrote to standard error:\n%s", errOut.String())
 	}
 }
 

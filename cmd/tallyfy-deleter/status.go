@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -89,7 +88,7 @@ func cmdStatus(args []string, getenv func(string) string, stdout, stderr io.Writ
 	var jsonOut bool
 	s := settings.ToolSettings(&cfg)
 	s.Bool(&jsonOut, "", "json", "false", "print JSON instead of tables")
-	rest, code, ok := parseTool(s, "status", args, getenv, stderr, statusHelp)
+	rest, code, ok := s.Command("status", args, getenv, stdout, stderr, statusHelp)
 	if !ok {
 		return code
 	}
@@ -277,19 +276,3 @@ func outcomeNames() []string {
 }
 
 // What follows is shared by the operator tools (enqueue, dlq, status).
-
-// parseTool parses a tool's flags. more is printed after the flag table
-// for --help. It returns the positional arguments, or false and the exit
-// status: 0 after --help, 2 after a bad flag.
-func parseTool(s *settings.Set, name string, args []string, getenv func(string) string, stderr io.Writer, more string) ([]string, int, bool) {
-	rest, err := s.Parse(name, args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stderr, more)
-		return nil, 0, false
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "tallyfy-deleter %s: %v\n", name, err)
-		return nil, 2, false
-	}
-	return rest, 0, true
-}

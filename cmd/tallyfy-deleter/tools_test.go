@@ -717,14 +717,25 @@ func TestStatus(t *testing.T) {
 }
 
 func TestToolsHelpAndBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"enqueue", "--help"}, {"dlq", "ls", "--help"}, {"dlq", "replay", "-h"}, {"status", "--help"}, {"dlq", "help"}} {
-		if code := run(args, env(), &bytes.Buffer{}, &bytes.Buffer{}); code != 0 {
-			t.Errorf("%q: exit %d, want 0", args, code)
+	for _, args := range [][]string{{"enqueue", "--help"}, {"dlq", "ls", "--help"}, {"dlq", "replay", "-h"}, {"status", "--help"}, {"dlq", "help"},
+		{"run", "--help"}, {"demo", "--help"}, {"help"}} {
+		var out, errOut bytes.Buffer
+		if code := run(args, env(), &out, &errOut); code != 0 || !strings.Contains(out.String(), "Usage: tallyfy-deleter") || errOut.Len() != 0 {
+			t.Errorf("%q: exit %d, want 0 with the usage on standard output and nothing on standard error; stdout:\n%s\nstderr:\n%s", args, code, out.String(), errOut.String())
 		}
 	}
 	for _, args := range [][]string{{"status", "extra"}, {"status", "--json=maybe"}, {"enqueue", "--nope"}, {"enqueue", "--tallyfy-org-id", "a/b", "x,y"}} {
 		if code := run(args, env(), &bytes.Buffer{}, &bytes.Buffer{}); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+	// A mistyped flag: one line saying what is wrong, one hint; no usage.
+	for _, args := range [][]string{{"run", "--nope"}, {"enqueue", "--nope"}, {"dlq", "ls", "--nope"}, {"status", "--nope"}, {"demo", "--nope"}} {
+		var out, errOut bytes.Buffer
+		code := run(args, env(), &out, &errOut)
+		lines := strings.Split(strings.TrimRight(errOut.String(), "\n"), "\n")
+		if code != 2 || len(lines) != 2 || !strings.Contains(lines[0], "nope") || !strings.HasPrefix(lines[1], "see 'tallyfy-deleter ") || out.Len() != 0 {
+			t.Errorf("%q: exit %d, stderr:\n%s\nwant exit 2, the error and a hint on two lines", args, code, errOut.String())
 		}
 	}
 	// No NATS: a clear message and status 1, not a hang.
@@ -759,7 +770,7 @@ func TestToolsBareBooleanFlags(t *testing.T) {
 		s.Str(&org, "", "org", "", "")
 		s.Bool(&js, "", "json", "false", "")
 		s.Bool(&dry, "", "dry-run", "false", "")
-		rest, err := s.Parse("t", strings.Fields(tc.args), env(), io.Discard)
+		rest, err := s.Parse("t", strings.Fields(tc.args), env())
 		if err != nil {
 			t.Errorf("%q: %v", tc.args, err)
 			continue

@@ -2,6 +2,7 @@ package settings
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -104,10 +105,13 @@ func runSettings(c *Run) *Set {
 
 // LoadRun reads the settings of `run` and checks those that the
 // worker does not check itself.
-func LoadRun(args []string, getenv func(string) string, stderr io.Writer) (*Run, error) {
+func LoadRun(args []string, getenv func(string) string, stdout io.Writer) (*Run, error) {
 	c := &Run{}
 	s := runSettings(c)
-	rest, err := s.Parse("run", args, getenv, stderr)
+	rest, err := s.Parse("run", args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		s.Usage(stdout, "run")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +120,7 @@ func LoadRun(args []string, getenv func(string) string, stderr io.Writer) (*Run,
 		c.HTTPAddr = ""
 	}
 	if len(rest) > 0 {
-		return nil, fmt.Errorf("run takes no arguments, got %q", rest)
+		return nil, &UsageError{Command: "run", Err: fmt.Errorf("run takes no arguments, got %q", rest)}
 	}
 	c.Worker.SkipProvision = !c.provision
 	var errs []error

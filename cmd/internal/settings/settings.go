@@ -1,6 +1,7 @@
 package settings
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -152,9 +153,11 @@ func (s *Set) StrList(p *[]string, env, flagName, def, help string) *Setting {
 	})
 }
 
-// parse applies defaults, then the environment, then the flags in args,
-// and returns the arguments after the flags. Every error names the Setting.
-func (s *Set) Parse(name string, args []string, getenv func(string) string, stderr io.Writer) ([]string, error) {
+// Parse applies defaults, then the environment, then the flags in args,
+// and returns the arguments after the flags. Every error names the
+// setting. It prints nothing: --help returns flag.ErrHelp, and a command
+// line that does not parse a *UsageError.
+func (s *Set) Parse(name string, args []string, getenv func(string) string) ([]string, error) {
 	for _, st := range s.list {
 		v, from := st.def, "default"
 		if st.env == "" {
@@ -166,12 +169,16 @@ func (s *Set) Parse(name string, args []string, getenv func(string) string, stde
 			continue
 		}
 		if err := st.set(v); err != nil {
+			if from == st.env {
+				return nil, fmt.Errorf("%s: %w", st.env, err)
+			}
 			return nil, fmt.Errorf("%s (%s): %w", st.env, from, err)
 		}
 		st.value, st.from = v, from
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	for _, st := range s.list {
 		apply := func(v string) error {
 			if err := st.set(v); err != nil {
@@ -189,11 +196,47 @@ func (s *Set) Parse(name string, args []string, getenv func(string) string, stde
 			fs.Func(st.flag, st.help, apply)
 		}
 	}
-	fs.Usage = func() { s.Usage(stderr, name) }
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, flag.ErrHelp
+		}
+		return nil, &UsageError{Command: name, Err: err}
 	}
 	return fs.Args(), nil
+}
+
+// UsageError is a command line that does not parse: an unknown flag, or a
+// value a flag refuses.
+type UsageError struct {
+	Command string
+	Err     error
+}
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Hint is the line printed after a bad command line.
+func Hint(command string) string {
+	return fmt.Sprintf("see 'tallyfy-deleter %s --help'", command)
+}
+
+// Command parses a subcommand's command line the way every subcommand
+// does: --help prints the usage, then more, to stdout (exit status 0); a
+// command line that does not parse prints one line and a hint to stderr
+// (exit status 2). It returns the positional arguments, or false and the
+// exit status.
+func (s *Set) Command(name string, args []string, getenv func(string) string, stdout, stderr io.Writer, more string) ([]string, int, bool) {
+	rest, err := s.Parse(name, args, getenv)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		s.Usage(stdout, name)
+		fmt.Fprint(stdout, more)
+		return nil, 0, false
+	case err != nil:
+		fmt.Fprintf(stderr, "tallyfy-deleter %s: %v\n%s\n", name, err, Hint(name))
+		return nil, 2, false
+	}
+	return rest, 0, true
 }
 
 // effective is every Setting's value and where it came from, secrets
