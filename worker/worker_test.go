@@ -149,6 +149,10 @@ func TestResultEventFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server must know of the subscription before the event is sent.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	seq := e.publish(job(testOrg, "rfields"))
 	m, err := sub.NextMsg(10 * time.Second)
 	if err != nil {
