@@ -33,9 +33,14 @@ func NewLogger(w io.Writer, level, format, workerID string) zerolog.Logger {
 	return zerolog.New(w).Level(l).With().Timestamp().Str("worker", workerID).Logger()
 }
 
-// SignalContext is cancelled by the first SIGINT or SIGTERM; a second one
-// exits the process at once.
-func SignalContext(log *zerolog.Logger) (context.Context, func()) {
+// OnSignal is cancelled by the first SIGINT or SIGTERM, after first is
+// called with it; a second one calls second (if not nil) and ends the
+// process at once with exit status 1. stop must be called; it stops
+// listening.
+//
+// It is the one signal handling of the binary: run logs both signals,
+// the tools say what the first one does (see Interruptible).
+func OnSignal(first, second func(os.Signal)) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -43,14 +48,16 @@ func SignalContext(log *zerolog.Logger) (context.Context, func()) {
 	go func() {
 		select {
 		case s := <-sigs:
-			log.Info().Str("signal", s.String()).Msg("shutting down; a second signal exits at once")
+			first(s)
 			cancel()
 		case <-done:
 			return
 		}
 		select {
 		case s := <-sigs:
-			log.Warn().Str("signal", s.String()).Msg("second signal: exiting now")
+			if second != nil {
+				second(s)
+			}
 			os.Exit(1)
 		case <-done:
 		}
@@ -60,6 +67,17 @@ func SignalContext(log *zerolog.Logger) (context.Context, func()) {
 		close(done)
 		cancel()
 	}
+}
+
+// SignalContext is OnSignal for the run command: both signals are logged.
+func SignalContext(log *zerolog.Logger) (context.Context, func()) {
+	return OnSignal(
+		func(s os.Signal) {
+			log.Info().Str("signal", s.String()).Msg("shutting down; a second signal exits at once")
+		},
+		func(s os.Signal) {
+			log.Warn().Str("signal", s.String()).Msg("second signal: exiting now")
+		})
 }
 
 func ConnectNATS(url, creds, name string, log *zerolog.Logger) (*nats.Conn, error) {
@@ -152,30 +170,14 @@ func RedactURLs(list string) string {
 	return strings.Join(parts, ",")
 }
 
-// Interruptible is cancelled by SIGINT or SIGTERM, so that a long run stops
-// taking new work, finishes what it started and prints its summary. A
-// second signal takes the default action and ends the process at once (a
-// read of a terminal, say, is not interrupted by the first). stop must be
-// called.
+// Interruptible is OnSignal for the operator tools: the first signal makes
+// a long run stop taking new work, finish what it started and print its
+// summary; a second one quits at once (a read of a terminal, say, is not
+// interrupted by the first). stop must be called.
 func Interruptible(stderr io.Writer) (ctx context.Context, stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-sigs:
-			signal.Stop(sigs)
-			fmt.Fprintln(stderr, "interrupted: finishing what was started; interrupt again to quit at once")
-			cancel()
-		case <-done:
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(sigs)
-		close(done)
-		cancel()
-	}
+	return OnSignal(func(os.Signal) {
+		fmt.Fprintln(stderr, "interrupted: finishing what was started; interrupt again to quit at once")
+	}, nil)
 }
 
 // Cell makes s safe for one tabwriter cell: no tabs, no line breaks.

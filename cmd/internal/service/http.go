@@ -44,8 +44,10 @@ func readiness(nc *nats.Conn, w *worker.Worker) (bool, []string) {
 	return len(why) == 0, why
 }
 
-// httpServer serves /metrics, /healthz and /readyz. It listens before it
-// returns, so a taken port refuses the start instead of failing later.
+// httpServer serves /metrics, /healthz and /readyz. startHTTP listens
+// before it returns, so that the caller learns at once that the address is
+// taken (Run then goes on without the server: a taken port must not stop
+// deletions).
 type httpServer struct {
 	srv  *http.Server
 	done chan struct{}
