@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -121,6 +123,26 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 		ev = ev.Str("error", res.Error)
 	}
 	ev.Msg("job finished")
+}
+
+// record publishes the dead letter, then the result event, both confirmed.
+func (w *Worker) record(ctx context.Context, res Result, data []byte) error {
+	if res.Outcome == OutcomeDeadLettered {
+		if err := w.publish(ctx, w.deadLetter(data, res)); err != nil {
+			return fmt.Errorf("dead letter: %w", err)
+		}
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
+	if err := w.publish(ctx, m); err != nil {
+		return fmt.Errorf("result event: %w", err)
+	}
+	return nil
 }
 
 // deadLetter builds the dead letter: the job's bytes, unchanged, so that a

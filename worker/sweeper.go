@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,90 +94,4 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 	}
 	ev.Uint64("job_seq", jobSeq).Int("attempt", prior+deliveries).Str("outcome", string(res.Outcome)).
 		Str("reason", string(res.Reason)).Str("error", res.Error).Msg("job finished")
-}
-
-// watchConsumer reads the consumer's backlog for the Observer, and looks
-// for stranded jobs whose advisory nobody heard (every worker was down when
-// it was sent): when nothing is pending or in flight, a job at or below the
-// last delivered sequence that is still in the stream can only be one.
-func (w *Worker) watchConsumer(cons jetstream.Consumer, done <-chan struct{}) {
-	tick := time.NewTicker(w.cfg.BacklogInterval)
-	defer tick.Stop()
-	// A job is swept only when two checks in a row find it stranded: in a
-	// cluster, an ack can reach the consumer before the job's removal
-	// reaches the stream replica that answers.
-	var suspects map[uint64]bool
-	for {
-		select {
-		case <-done:
-			return
-		case <-tick.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
-		info, err := cons.Info(ctx)
-		cancel()
-		if err != nil {
-			continue
-		}
-		w.cfg.Metrics.ConsumerBacklog(info.NumPending, uint64(info.NumAckPending), uint64(info.NumRedelivered))
-		if info.NumPending == 0 && info.NumAckPending == 0 {
-			suspects = w.sweepStranded(info.Delivered.Stream, suspects, done)
-		} else {
-			suspects = nil
-		}
-	}
-}
-
-// sweepStranded sweeps the jobs found stranded now that were suspects
-// already, and returns those found stranded for the first time.
-func (w *Worker) sweepStranded(lastDelivered uint64, suspects map[uint64]bool, done <-chan struct{}) map[uint64]bool {
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
-	defer cancel()
-	stream, err := w.js.Stream(ctx, w.cfg.JobsStream)
-	if err != nil {
-		return nil
-	}
-	st := stream.CachedInfo().State
-	if st.Msgs == 0 {
-		return nil
-	}
-	next := map[uint64]bool{}
-	const maxPerRound = 1000
-	for seq, n := st.FirstSeq, 0; seq <= lastDelivered && seq <= st.LastSeq && n < maxPerRound; seq++ {
-		select {
-		case <-done:
-			return nil
-		default:
-		}
-		n++
-		if _, err := stream.GetMsg(ctx, seq); err != nil {
-			continue
-		}
-		if suspects[seq] {
-			w.sweepOne(seq, w.cfg.MaxDeliver)
-		} else {
-			next[seq] = true
-		}
-	}
-	return next
-}
-
-// record publishes the dead letter, then the result event, both confirmed.
-func (w *Worker) record(ctx context.Context, res Result, data []byte) error {
-	if res.Outcome == OutcomeDeadLettered {
-		if err := w.publish(ctx, w.deadLetter(data, res)); err != nil {
-			return fmt.Errorf("dead letter: %w", err)
-		}
-	}
-	body, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
-	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
-	if err := w.publish(ctx, m); err != nil {
-		return fmt.Errorf("result event: %w", err)
-	}
-	return nil
 }

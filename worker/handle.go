@@ -1,0 +1,151 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+)
+
+// task is one message in the worker's hands.
+type task struct {
+	// hard is cancelled when shutdown's grace period is over.
+	hard context.Context
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	// seq is the job's identity: its stream sequence, or that of the job
+	// it is a handed-back copy of.
+	seq uint64
+	// priorAttempts are real attempts at the job before this copy.
+	priorAttempts int
+	// tried: this delivery is a real attempt, see reachedTallyfy.
+	tried     bool
+	start     time.Time
+	lastTouch atomic.Int64 // unix nanos of the last ack-wait reset
+}
+
+// handle gives one message its outcome, or hands it back.
+func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata; handing it back")
+		_ = msg.Nak()
+		return
+	}
+	t := &task{hard: hard, msg: msg, meta: meta, seq: meta.Sequence.Stream, start: time.Now()}
+	t.adoptIdentity()
+	t.lastTouch.Store(t.start.UnixNano())
+	w.tracked.Store(t, struct{}{})
+	defer w.tracked.Delete(t)
+
+	job, err := DecodeJob(msg.Data(), w.cfg.DefaultOrg)
+	if stopping.Err() != nil {
+		// Pulled as shutdown began: another worker takes it now.
+		w.giveBack(t, job)
+		return
+	}
+	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
+		err = fmt.Errorf("%w: %s is not in TALLYFY_ALLOWED_ORGS", ErrOrgNotAllowed, job.OrgID)
+	}
+	if err == nil && w.cfg.DryRun {
+		err = ErrDryRun
+	}
+	callable := err == nil
+	a := Attempt{Err: err, Delivered: int(meta.NumDelivered)}
+	for {
+		var resp *tallyfy.Response
+		if callable {
+			resp, a.Err, a.BreakerTripped = w.call(hard, job)
+			t.tried = t.tried || reachedTallyfy(a.Err)
+		}
+		d := w.policy.Route(a)
+		switch d.Action {
+		case ActFinish:
+			w.finish(t, job, d, resp, a.Err)
+			return
+		case ActRetry:
+			w.retry(t, job, d, a.Err)
+			return
+		case ActGiveBack:
+			w.giveBack(t, job)
+			return
+		case ActHandBack:
+			if d.Delay > 0 {
+				// Rejected credentials: the next probe waits this long.
+				w.gate.pause(time.Now().Add(d.Delay))
+			}
+			w.handBack(t, job, a.Err)
+			return
+		case ActWaitRateLimit:
+			if !w.waitRateLimit(stopping, t, job, d) {
+				w.giveBack(t, job)
+				return
+			}
+			if cannot, _ := w.ab.state(); cannot != Able {
+				// Became unable while waiting: the pool may not be.
+				w.handBack(t, job, nil)
+				return
+			}
+		}
+	}
+}
+
+// attempts counts every delivery of the job, copies included.
+func (t *task) attempts() int { return t.priorAttempts + int(t.meta.NumDelivered) }
+
+// adoptIdentity makes a handed-back copy (see giveBack) report as the job
+// it copies: the same job_seq, so the same result and dead-letter IDs, and
+// its deliveries counted on.
+func (t *task) adoptIdentity() {
+	t.seq, t.priorAttempts = identity(t.msg.Headers(), t.seq)
+}
+
+// identity is the job sequence and earlier deliveries of the message at
+// seq: its own, or those of the job it is a handed-back copy of.
+func identity(h nats.Header, seq uint64) (uint64, int) {
+	orig, err := strconv.ParseUint(h.Get(HeaderJobSeq), 10, 64)
+	if err != nil || orig == 0 || orig >= seq {
+		return seq, 0
+	}
+	n, err := strconv.Atoi(h.Get(HeaderAttempts))
+	if err != nil || n < 0 || n > 1<<20 {
+		return seq, 0
+	}
+	return orig, n
+}
+
+// waitRateLimit keeps a job in hand for a 429's Retry-After, pulling
+// nothing meanwhile; every worker of the pool shares Tallyfy's limit, so
+// handing the job on would not help. It ends early when the worker becomes
+// unable to call Tallyfy (the caller then hands the job back), and returns
+// false when shutdown begins first.
+func (w *Worker) waitRateLimit(stopping context.Context, t *task, job Job, d Decision) bool {
+	until := time.Now().Add(d.Delay)
+	w.gate.pause(until)
+	w.jobLog(w.log.Warn(), t, job).Int("status", d.Status).Dur("retry_after", d.Delay).Msg("rate limited by Tallyfy; pausing pulls and retrying this job after Retry-After")
+	for {
+		changed := w.gate.changes()
+		if cannot, _ := w.ab.state(); cannot != Able {
+			return true
+		}
+		left := time.Until(until)
+		if left <= 0 {
+			return true
+		}
+		timer := time.NewTimer(left)
+		select {
+		case <-stopping.Done():
+			timer.Stop()
+			return false
+		case <-changed:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}

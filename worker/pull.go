@@ -1,0 +1,176 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+)
+
+// pull takes jobs while ctx lives, never more than there are free slots,
+// none while pulling is paused or the breaker is open, and one at a time
+// (a probe) while the worker cannot call Tallyfy otherwise.
+func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
+	// One long-lived goroutine per slot: a goroutine per job would grow its
+	// stack anew for every job (the API call's chain is deep), which the
+	// profile showed as runtime.newstack under net/http.
+	msgs := make(chan jetstream.Msg)
+	defer close(msgs)
+	for range w.cfg.Concurrency {
+		jobs.Go(func() {
+			for msg := range msgs {
+				w.handle(ctx, hard, msg)
+				w.jobDone()
+			}
+		})
+	}
+	var lastErr time.Time
+	for ctx.Err() == nil {
+		n, wait := w.pullable()
+		if n == 0 {
+			w.sleep(ctx, wait)
+			w.recheckCredentials(ctx)
+			continue
+		}
+		end := w.fetchStarted()
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.PullWait))
+		if err != nil {
+			close(end)
+			if time.Since(lastErr) > 10*time.Second {
+				w.log.Error().Err(err).Msg("pulling jobs failed; retrying")
+				lastErr = time.Now()
+			}
+			w.sleep(ctx, time.Second)
+			continue
+		}
+		for msg := range batch.Messages() {
+			// One that arrives after shutdown began is handed straight
+			// back by its slot.
+			w.inflight.Add(1)
+			w.cfg.Metrics.JobStarted()
+			msgs <- msg
+		}
+		close(end)
+		if err := batch.Error(); err != nil && !benignFetchError(err) && time.Since(lastErr) > 10*time.Second {
+			w.log.Warn().Err(err).Msg("pull request ended with an error")
+			lastErr = time.Now()
+		}
+	}
+}
+
+func (w *Worker) fetchStarted() chan struct{} {
+	end := make(chan struct{})
+	w.fetchMu.Lock()
+	w.fetchEnd = end
+	w.fetchMu.Unlock()
+	return end
+}
+
+// awaitFetchEnd waits for the end of this worker's pull request in
+// progress, if any. A job handed back while that request waits on the
+// server would be delivered straight back to it, and back again, for as
+// long as the request lasts: handed back after it, the copy goes to
+// another worker's request (or to this worker's next probe).
+func (w *Worker) awaitFetchEnd(ctx context.Context) {
+	w.fetchMu.Lock()
+	end := w.fetchEnd
+	w.fetchMu.Unlock()
+	if end == nil {
+		return
+	}
+	// The request expires after PullWait; the slack covers a slow server.
+	t := time.NewTimer(w.cfg.PullWait + time.Second)
+	defer t.Stop()
+	select {
+	case <-end:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func benignFetchError(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+func (w *Worker) jobDone() {
+	w.inflight.Add(-1)
+	w.cfg.Metrics.JobEnded()
+	w.signal()
+}
+
+func (w *Worker) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-w.wake:
+	case <-t.C:
+	}
+}
+
+// pullable says how many jobs may be pulled now, or how long to wait
+// before asking again (a wake-up may come sooner).
+func (w *Worker) pullable() (int, time.Duration) {
+	const idle = time.Second
+	now := time.Now()
+	if until := w.gate.paused(); now.Before(until) {
+		return 0, until.Sub(now)
+	}
+	// State moves an open breaker whose timeout is over to half-open.
+	if w.breaker.State() == gobreaker.StateOpen {
+		return 0, max(time.Until(w.gate.openUntil()), 10*time.Millisecond)
+	}
+	free := w.cfg.Concurrency - int(w.inflight.Load())
+	switch cannot, _ := w.ab.state(); {
+	case cannot == CredentialsUnreadable && w.creds != nil:
+		// No job could tell more than the check in the pull loop does.
+		return 0, idle
+	case cannot != Able:
+		// One job probes: the breaker's half-open call, or the first call
+		// with credentials that were rejected or unreadable. A job in hand
+		// is that probe already.
+		if w.inflight.Load() > 0 {
+			return 0, idle
+		}
+		free = 1
+	}
+	if free <= 0 {
+		return 0, idle
+	}
+	return free, 0
+}
+
+// recheckCredentials asks the Deleter, while the credentials are
+// unreadable, whether they can be read again. Any other answer (a token,
+// or a token endpoint that refuses) ends the state: the next job finds out
+// the rest.
+func (w *Worker) recheckCredentials(ctx context.Context) {
+	if cannot, _ := w.ab.state(); cannot != CredentialsUnreadable || w.creds == nil || ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
+	defer cancel()
+	err := w.creds.CheckCredentials(ctx)
+	switch {
+	case errors.Is(err, tallyfy.ErrCredentialsUnreadable):
+		w.ab.setUnreadable(clean(err.Error(), maxErrorHeader))
+	case ctx.Err() != nil:
+		// Shutdown, or a check that took too long: says nothing.
+	default:
+		w.ab.setUnreadable("")
+	}
+}
