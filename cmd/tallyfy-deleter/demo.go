@@ -133,27 +133,7 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 		return err
 	}
 
-	level := zerolog.Disabled
-	if verbose {
-		level = zerolog.InfoLevel
-	}
-	log := cli.NewLogger(stderr, "info", "console", "demo").Level(level)
-	client, err := tallyfy.New(api.URL(), tallyfy.WithToken(api.Token()), tallyfy.WithUserAgent(service.UserAgent(version)), tallyfy.WithTimeout(5*time.Second))
-	if err != nil {
-		return err
-	}
-	cfg := worker.Config{
-		DefaultOrg:     demoOrg,
-		AllowedOrgs:    []string{demoOrg, demoOtherOrg},
-		MaxDeliver:     3,
-		Backoff:        []time.Duration{200 * time.Millisecond},
-		AckWait:        5 * time.Second,
-		APITimeout:     3 * time.Second,
-		BreakerTimeout: time.Second,
-		WorkerID:       "demo-worker",
-		Logger:         &log,
-	}
-	w, err := worker.New(js, client, cfg)
+	w, err := demoWorker(js, api, stderr, verbose)
 	if err != nil {
 		return err
 	}
@@ -187,34 +167,7 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 		return err
 	}
 
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tOUTCOME\tREASON\tSTATUS\tATTEMPTS\tWENT TO\tAS EXPECTED")
-	bad := 0
-	for i, c := range cases {
-		r, ok := results[seqs[i]]
-		if !ok {
-			fmt.Fprintf(tw, "%s\t(none)\t\t\t\t\tNO\n", c.what)
-			bad++
-			continue
-		}
-		got := string(r.Outcome)
-		where := worker.DefaultResultsSubject + "." + got
-		if r.Reason != "" {
-			got += "/" + string(r.Reason)
-			where = worker.DefaultDLQSubject + "." + string(r.Reason) + " + " + where
-		}
-		okText := "yes"
-		if got != c.expect {
-			okText = "NO, expected " + c.expect
-			bad++
-		}
-		status := ""
-		if r.Status != 0 {
-			status = fmt.Sprint(r.Status)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.what, r.Outcome, r.Reason, status, r.Attempts, where, okText)
-	}
-	tw.Flush()
+	bad := printDemo(stdout, cases, seqs, results)
 	fmt.Fprintf(stdout, "\nTallyfy received %d requests; invalid and disallowed jobs caused none.\n", api.RequestCount())
 	if bad > 0 {
 		return fmt.Errorf("%d jobs did not get the expected outcome", bad)
@@ -259,4 +212,64 @@ func collectResults(ctx context.Context, js jetstream.JetStream, n int) (map[uin
 		out[r.JobSeq] = r
 	}
 	return out, nil
+}
+
+// demoWorker is the real worker, on the demo's servers, logging to stderr
+// only when verbose.
+func demoWorker(js jetstream.JetStream, api *servers.FakeTallyfy, stderr io.Writer, verbose bool) (*worker.Worker, error) {
+	level := zerolog.Disabled
+	if verbose {
+		level = zerolog.InfoLevel
+	}
+	log := cli.NewLogger(stderr, "info", "console", "demo").Level(level)
+	client, err := tallyfy.New(api.URL(), tallyfy.WithToken(api.Token()), tallyfy.WithUserAgent(service.UserAgent(version)), tallyfy.WithTimeout(5*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	cfg := worker.Config{
+		DefaultOrg:     demoOrg,
+		AllowedOrgs:    []string{demoOrg, demoOtherOrg},
+		MaxDeliver:     3,
+		Backoff:        []time.Duration{200 * time.Millisecond},
+		AckWait:        5 * time.Second,
+		APITimeout:     3 * time.Second,
+		BreakerTimeout: time.Second,
+		WorkerID:       "demo-worker",
+		Logger:         &log,
+	}
+	return worker.New(js, client, cfg)
+}
+
+// printDemo prints one row per case and returns how many did not get the
+// outcome expected.
+func printDemo(stdout io.Writer, cases []demoCase, seqs []uint64, results map[uint64]worker.Result) int {
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tOUTCOME\tREASON\tSTATUS\tATTEMPTS\tWENT TO\tAS EXPECTED")
+	bad := 0
+	for i, c := range cases {
+		r, ok := results[seqs[i]]
+		if !ok {
+			fmt.Fprintf(tw, "%s\t(none)\t\t\t\t\tNO\n", c.what)
+			bad++
+			continue
+		}
+		got := string(r.Outcome)
+		where := worker.DefaultResultsSubject + "." + got
+		if r.Reason != "" {
+			got += "/" + string(r.Reason)
+			where = worker.DefaultDLQSubject + "." + string(r.Reason) + " + " + where
+		}
+		okText := "yes"
+		if got != c.expect {
+			okText = "NO, expected " + c.expect
+			bad++
+		}
+		status := ""
+		if r.Status != 0 {
+			status = fmt.Sprint(r.Status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.what, r.Outcome, r.Reason, status, r.Attempts, where, okText)
+	}
+	tw.Flush()
+	return bad
 }
