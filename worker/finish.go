@@ -95,7 +95,7 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 		w.publishFailed(t, job, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	ctx, cancel := w.jsContext()
 	defer cancel()
 	if err := t.msg.DoubleAck(ctx); err != nil {
 		// The outcome is recorded; a redelivery finds the run gone and its
@@ -172,6 +172,13 @@ func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
 	}
 	h.Set(HeaderWorker, clean(w.cfg.WorkerID, 256))
 	return m
+}
+
+// jsContext bounds one request to JetStream (a publish, an ack, a read)
+// by PublishTimeout, on a context that shutdown does not cancel: what the
+// request confirms must not be lost to a shutdown that has just begun.
+func (w *Worker) jsContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
 }
 
 // publish sends m to JetStream and waits for its confirmation, retrying a
@@ -273,7 +280,7 @@ func (w *Worker) nak(t *task, job Job) {
 // ack was lost) is de-duplicated.
 func (w *Worker) returnJob(t *task) error {
 	w.awaitFetchEnd(t.hard)
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	ctx, cancel := w.jsContext()
 	defer cancel()
 	m := nats.NewMsg(w.cfg.JobsSubject)
 	m.Data = t.msg.Data()

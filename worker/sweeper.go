@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,7 +47,7 @@ func (w *Worker) startSweeper() (*nats.Subscription, error) {
 
 // sweepOne dead-letters the stranded job seq and removes it.
 func (w *Worker) sweepOne(seq uint64, deliveries int) {
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	ctx, cancel := w.jsContext()
 	defer cancel()
 	stream, err := w.js.Stream(ctx, w.cfg.JobsStream)
 	if err != nil {

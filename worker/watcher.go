@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,7 +23,7 @@ func (w *Worker) watchConsumer(cons jetstream.Consumer, done <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+		ctx, cancel := w.jsContext()
 		info, err := cons.Info(ctx)
 		cancel()
 		if err != nil {
@@ -42,7 +41,7 @@ func (w *Worker) watchConsumer(cons jetstream.Consumer, done <-chan struct{}) {
 // sweepStranded sweeps the jobs found stranded now that were suspects
 // already, and returns those found stranded for the first time.
 func (w *Worker) sweepStranded(lastDelivered uint64, suspects map[uint64]bool, done <-chan struct{}) map[uint64]bool {
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
+	ctx, cancel := w.jsContext()
 	defer cancel()
 	stream, err := w.js.Stream(ctx, w.cfg.JobsStream)
 	if err != nil {
