@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // What the pool shares beyond the consumer: one sweep of jobs stranded past
@@ -28,21 +29,52 @@ type maxDeliveriesAdvisory struct {
 	Deliveries int    `json:"deliveries"`
 }
 
-// startSweeper listens for jobs stranded past their delivery limit: a worker
-// killed on a job's last delivery, an ack wait that ran out. Each is
+// advisorySweeper listens for jobs stranded past their delivery limit: a
+// worker killed on a job's last delivery, an ack wait that ran out. Each is
 // dead-lettered max_deliveries and removed from the jobs stream, by one
 // worker of the pool (a queue group; a second attempt is de-duplicated by
 // its Nats-Msg-Id anyway).
-func (w *Worker) startSweeper() (*nats.Subscription, error) {
-	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", w.cfg.JobsStream, w.cfg.Consumer)
-	return w.js.Conn().QueueSubscribe(subject, sweeperQueue, func(m *nats.Msg) {
-		var adv maxDeliveriesAdvisory
-		if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
-			w.log.Warn().Str("advisory", clean(string(m.Data), 512)).Msg("unreadable max-deliveries advisory")
-			return
-		}
-		w.sweepOne(adv.StreamSeq, adv.Deliveries)
-	})
+type advisorySweeper struct {
+	p   sweeperParams
+	sub *nats.Subscription
+}
+
+type sweeperParams struct {
+	conn             *nats.Conn
+	stream, consumer string
+	log              *zerolog.Logger
+	sweep            func(seq uint64, deliveries int)
+}
+
+func newAdvisorySweeper(p sweeperParams) *advisorySweeper {
+	return &advisorySweeper{p: p}
+}
+
+// start subscribes to the advisories.
+func (s *advisorySweeper) start() error {
+	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", s.p.stream, s.p.consumer)
+	sub, err := s.p.conn.QueueSubscribe(subject, sweeperQueue, s.handle)
+	if err != nil {
+		return err
+	}
+	s.sub = sub
+	return nil
+}
+
+func (s *advisorySweeper) shutdown() {
+	if err := s.sub.Unsubscribe(); err != nil {
+		s.p.log.Warn().Err(err).Msg("stopping the sweeper")
+	}
+}
+
+// handle sweeps the job one advisory names.
+func (s *advisorySweeper) handle(m *nats.Msg) {
+	var adv maxDeliveriesAdvisory
+	if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
+		s.p.log.Warn().Str("advisory", clean(string(m.Data), 512)).Msg("unreadable max-deliveries advisory")
+		return
+	}
+	s.p.sweep(adv.StreamSeq, adv.Deliveries)
 }
 
 // sweepOne dead-letters the stranded job seq and removes it.

@@ -174,22 +174,38 @@ func (w *Worker) Run(ctx context.Context) error {
 	// the grace period ends.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
-	var jobs sync.WaitGroup
-	// The helpers outlive the pull loop: in-flight jobs still need their
+	// The duties outlive the pull loop: in-flight jobs still need their
 	// heartbeats.
-	helpersDone := make(chan struct{})
-	var helpers sync.WaitGroup
-	helpers.Go(func() { w.heartbeat(helpersDone) })
-	helpers.Go(func() { w.watchConsumer(cons, helpersDone) })
-	sweeper, err := w.startSweeper()
-	if err != nil {
-		close(helpersDone)
-		helpers.Wait()
+	var duties sync.WaitGroup
+	hb := newHeartbeater(heartbeaterParams{ackWait: w.cfg.AckWait, tasks: &w.tracked})
+	cw := newConsumerWatcher(watcherParams{consumer: cons, interval: w.cfg.BacklogInterval,
+		metrics: w.cfg.Metrics, jsContext: w.jsContext, sweepStranded: w.sweepStranded})
+	sw := newAdvisorySweeper(sweeperParams{conn: w.js.Conn(), stream: w.cfg.JobsStream,
+		consumer: w.cfg.Consumer, log: w.log, sweep: w.sweepOne})
+	hb.start(&duties)
+	cw.start(&duties)
+	if err := sw.start(); err != nil {
+		cw.shutdown()
+		hb.shutdown()
+		duties.Wait()
 		return fmt.Errorf("listening for max-deliveries advisories: %w", err)
 	}
 
+	var jobs sync.WaitGroup
 	w.pull(ctx, hard, cons, &jobs)
+	w.awaitJobs(&jobs, cancelHard)
+	sw.shutdown()
+	cw.shutdown()
+	hb.shutdown()
+	duties.Wait()
+	w.log.Info().Msg("worker stopped")
+	return nil
+}
 
+// awaitJobs waits for the jobs in flight to finish. When the grace period
+// ends first it cancels hard, which cuts their calls short and hands their
+// jobs back, and waits for that.
+func (w *Worker) awaitJobs(jobs *sync.WaitGroup, cancelHard context.CancelFunc) {
 	w.log.Info().Int64("in_flight", w.inflight.Load()).Dur("timeout", w.cfg.ShutdownTimeout).Msg("shutting down: pulling stopped, waiting for jobs in flight")
 	finished := make(chan struct{})
 	go func() { jobs.Wait(); close(finished) }()
@@ -202,11 +218,4 @@ func (w *Worker) Run(ctx context.Context) error {
 		cancelHard()
 		<-finished
 	}
-	if err := sweeper.Unsubscribe(); err != nil {
-		w.log.Warn().Err(err).Msg("stopping the sweeper")
-	}
-	close(helpersDone)
-	helpers.Wait()
-	w.log.Info().Msg("worker stopped")
-	return nil
 }
