@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/ops"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
@@ -118,13 +119,13 @@ func (e *toolsEnv) msgs(stream string) uint64 {
 	return s.CachedInfo().State.Msgs
 }
 
-func (e *toolsEnv) status() statusReport {
+func (e *toolsEnv) status() ops.StatusReport {
 	e.t.Helper()
 	code, out, errOut := e.tool("status", "--json")
 	if code != 0 {
 		e.t.Fatalf("status --json: exit %d\n%s", code, errOut)
 	}
-	var r statusReport
+	var r ops.StatusReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		e.t.Fatalf("status --json is not JSON: %v\n%s", err, out)
 	}
@@ -698,7 +699,7 @@ func TestStatus(t *testing.T) {
 	if !st.Jobs.Exists || st.Jobs.Messages != 3 || !c.Exists || c.Backlog != 2 || c.AckPending != 1 || c.Redelivered != 1 {
 		t.Errorf("jobs %+v", st.Jobs)
 	}
-	if d := st.DeadLetters; d.Total != 3 || d.ByReason["not_archived"] != 2 || d.ByReason["forbidden"] != 1 || len(d.ByReason) != len(knownReasons) {
+	if d := st.DeadLetters; d.Total != 3 || d.ByReason["not_archived"] != 2 || d.ByReason["forbidden"] != 1 || len(d.ByReason) != len(ops.ReasonNames()) {
 		t.Errorf("dead letters %+v", d)
 	}
 	if r := st.Results; r.Total != 3 || r.ByOutcome["deleted"] != 2 || r.ByOutcome["not_found"] != 1 || r.MaxAge != "336h0m0s" {
