@@ -29,6 +29,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/service"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
@@ -920,13 +922,17 @@ func benchChild(args []string, stdout, stderr io.Writer) int {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 
-	// The end of stdin (the parent closed it, or died) is a SIGTERM, which
-	// both loops handle as `run` does: stop pulling, finish what is in
-	// flight, exit. This reader belongs to the process: it ends at EOF or
-	// with the process.
+	// The end of stdin (the parent closed it, or died) cancels the loop's
+	// context, as SIGINT and SIGTERM do: both loops then stop pulling,
+	// finish what is in flight and return. This reader belongs to the
+	// process: it ends at EOF or with the process.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
-		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		cancel()
 	}()
 
 	if *cpuProfile != "" {
@@ -945,11 +951,9 @@ func benchChild(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch loopKind(*loop) {
 	case loopWorker:
-		err = benchWorkerChild(*natsURL, *apiURL, token, *c)
+		err = benchWorkerChild(ctx, *natsURL, *apiURL, token, *c)
 	case loopBare:
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		jobs, err = benchBareChild(ctx, *natsURL, *apiURL, token, *c)
-		stop()
 	default:
 		err = fmt.Errorf("--child %q: want worker or bare", *loop)
 	}
@@ -999,41 +1003,59 @@ func peakRSSKiB() int64 {
 	return 0
 }
 
-// benchWorkerChild is `tallyfy-deleter run` itself (cmdRun: its settings
-// and their defaults, metrics, API client, NATS connection, signal
-// handling), with JSON logs at info level going to io.Discard instead of
-// stderr, and no HTTP listener (nothing scrapes it). Only the concurrency
-// and what points it at the bench's servers are set.
-func benchWorkerChild(natsURL, apiURL, token string, c int) error {
-	settings := map[string]string{
+// benchWorkerChild is `tallyfy-deleter run` itself: the settings below
+// read by settings.LoadRun (every other setting at run's default), then
+// service.Run until ctx is cancelled, as cmdRun does. Its JSON logs at info
+// level go nowhere (but for errors, kept to say why it failed), and it has
+// no HTTP listener: nothing scrapes it. Only the concurrency and what points
+// it at the bench's servers are set.
+func benchWorkerChild(ctx context.Context, natsURL, apiURL, token string, c int) error {
+	env := map[string]string{
 		"NATS_URL":             natsURL,
 		"TALLYFY_API_URL":      apiURL,
 		"TALLYFY_ACCESS_TOKEN": token,
 		"TALLYFY_ORG_ID":       benchOrg,
 		"DELETER_CONCURRENCY":  strconv.Itoa(c),
 		"DELETER_WORKER_ID":    "bench-worker",
+		"DELETER_HTTP_ADDR":    "off",
 		"LOG_LEVEL":            "info",
 		"LOG_FORMAT":           "json",
 	}
 	// Not os.Getenv: settings in the shell that runs the bench must not
 	// change what it measures.
-	getenv := func(k string) string { return settings[k] }
-	var runErr bytes.Buffer
-	if code := cmdRun([]string{"--http-addr="}, getenv, io.Discard, &discardUnlessRefused{buf: &runErr}); code != 0 {
-		return fmt.Errorf("run exited %d: %s", code, runErr.String())
+	cfg, err := settings.LoadRun(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		return fmt.Errorf("the run settings: %w", err)
+	}
+	errs := &errorLines{}
+	log := cli.NewLogger(errs, cfg.LogLevel, cfg.LogFormat, cfg.WorkerName())
+	if code := service.Run(ctx, cfg, version, log); code != 0 {
+		return fmt.Errorf("run exited %d: %s", code, errs.String())
 	}
 	return nil
 }
 
-// discardUnlessRefused drops the worker's log lines but keeps why cmdRun
-// refused to start or failed: plain lines, and JSON lines at error level.
-type discardUnlessRefused struct{ buf *bytes.Buffer }
+// errorLines drops the worker's JSON log lines but those at error level,
+// which say why it refused to start or failed. The worker logs from many
+// goroutines at once.
+type errorLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
 
-func (d *discardUnlessRefused) Write(p []byte) (int, error) {
-	if len(p) > 0 && (p[0] != '{' || bytes.Contains(p, []byte(`"level":"error"`))) {
-		d.buf.Write(p)
+func (e *errorLines) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"level":"error"`)) {
+		e.mu.Lock()
+		e.buf.Write(p)
+		e.mu.Unlock()
 	}
 	return len(p), nil
+}
+
+func (e *errorLines) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.buf.String()
 }
 
 // benchBareChild is the bare loop. It makes the confirmations the worker
