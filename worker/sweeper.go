@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,7 +37,16 @@ type maxDeliveriesAdvisory struct {
 // its Nats-Msg-Id anyway).
 type advisorySweeper struct {
 	p   sweeperParams
-	sub *nats.Subscription
+	sub subscription
+
+	mu      sync.Mutex
+	stopped bool
+	running sync.WaitGroup // callbacks in progress
+}
+
+// subscription is the part of *nats.Subscription the sweeper uses.
+type subscription interface {
+	Unsubscribe() error
 }
 
 type sweeperParams struct {
@@ -61,14 +71,38 @@ func (s *advisorySweeper) start() error {
 	return nil
 }
 
+// shutdown unsubscribes and waits for the callback in progress, if any.
+// Unsubscribe alone does not wait: a sweep could still be running after
+// Run returned, on a connection its caller is closing. A callback that
+// starts after shutdown began does nothing.
 func (s *advisorySweeper) shutdown() {
 	if err := s.sub.Unsubscribe(); err != nil {
 		s.p.log.Warn().Err(err).Msg("stopping the sweeper")
 	}
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.running.Wait()
+}
+
+// enter admits a callback, unless shutdown has begun; an admitted callback
+// calls running.Done when it ends.
+func (s *advisorySweeper) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.running.Add(1)
+	return true
 }
 
 // handle sweeps the job one advisory names.
 func (s *advisorySweeper) handle(m *nats.Msg) {
+	if !s.enter() {
+		return
+	}
+	defer s.running.Done()
 	var adv maxDeliveriesAdvisory
 	if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
 		s.p.log.Warn().Str("advisory", clean(string(m.Data), 512)).Msg("unreadable max-deliveries advisory")

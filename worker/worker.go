@@ -162,6 +162,9 @@ func (w *Worker) Health() Health {
 // jobs until ctx is cancelled. Shutdown then stops pulling, lets in-flight
 // jobs finish within Config.ShutdownTimeout, naks at once what could not
 // finish, and returns nil. An error means the worker could not start.
+// Once Run has returned nothing of the worker runs on: its background
+// duties have stopped, and a sweep of a stranded job that was in progress
+// has ended (each is bounded by Config.PublishTimeout).
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.setup(ctx)
 	if err != nil {
