@@ -27,7 +27,7 @@ func reachedTallyfy(err error) bool {
 
 // call makes one API call through the breaker. tripped is true when the
 // call failed and the breaker is not closed afterwards.
-func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, err error, tripped bool) {
+func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, tripped bool, err error) {
 	resp, err = w.through(ctx, func(ctx context.Context) (*tallyfy.Response, error) {
 		return w.api.DeleteRun(ctx, job.OrgID, job.RunID)
 	})
@@ -46,7 +46,7 @@ func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, err
 	}
 	w.noteCredentials(err)
 	tripped = err != nil && isBreakerFailure(err) && w.breaker.State() != gobreaker.StateClosed
-	return resp, err, tripped
+	return resp, tripped, err
 }
 
 // noteCredentials learns from one call's error whether the credentials

@@ -61,7 +61,7 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 	for {
 		var resp *tallyfy.Response
 		if callable {
-			resp, a.Err, a.BreakerTripped = w.call(hard, job)
+			resp, a.BreakerTripped, a.Err = w.call(hard, job)
 			t.tried = t.tried || reachedTallyfy(a.Err)
 		}
 		d := w.policy.Route(a)
