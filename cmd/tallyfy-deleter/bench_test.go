@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/bench"
 )
 
 // TestBench runs the built binary's bench with tiny numbers (its children
@@ -91,9 +93,9 @@ func TestBench(t *testing.T) {
 }
 
 func TestBenchJSON(t *testing.T) {
-	rows := []benchRow{
-		{APILatency: "0s", Concurrency: 4, Loop: loopBare, Jobs: 10, JobsPerSec: 100},
-		{APILatency: "0s", Concurrency: 4, Loop: loopWorker, Jobs: 10, JobsPerSec: 90, WorkerVsBare: 0.9},
+	rows := []bench.Row{
+		{APILatency: "0s", Concurrency: 4, Loop: bench.LoopBare, Jobs: 10, JobsPerSec: 100},
+		{APILatency: "0s", Concurrency: 4, Loop: bench.LoopWorker, Jobs: 10, JobsPerSec: 90, WorkerVsBare: 0.9},
 	}
 	b, err := json.Marshal(rows)
 	if err != nil {

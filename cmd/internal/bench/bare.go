@@ -1,0 +1,151 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
+)
+
+// bareLoop is the bare loop. It makes the confirmations the worker
+// makes and nothing more:
+//
+//   - pull: one Fetch at a time for as many jobs as there are free slots
+//     (the worker's pull discipline), each job handed to a goroutine of its
+//     own, at most c at once;
+//   - DELETE with plain net/http (a transport keeping c idle connections),
+//     the job decoded with encoding/json and not validated;
+//   - publish the result event (worker.Result, encoding/json) with
+//     js.PublishMsg and Nats-Msg-Id result-<seq>, waiting for its ack;
+//   - msg.DoubleAck.
+//
+// No breaker, no logs, no metrics, no heartbeat, no retry: an answer other
+// than 2xx or 404 naks the job.
+func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64, error) {
+	nc, err := nats.Connect(natsURL, nats.Name("tallyfy-deleter bench bare"))
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	cons, err := js.Consumer(ctx, worker.DefaultJobsStream, worker.DefaultConsumer)
+	if err != nil {
+		return 0, err
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c}}
+	defer hc.CloseIdleConnections()
+	resultsSubject := worker.DefaultResultsSubject
+
+	var done atomic.Int64
+	slots := make(chan struct{}, c) // one token per job in flight
+	var jobs sync.WaitGroup
+	for ctx.Err() == nil {
+		// Wait for a free slot, then take every free one.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		n := 1
+	more:
+		for n < c {
+			select {
+			case slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			for range n {
+				<-slots
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			jobs.Go(func() {
+				defer func() { <-slots }()
+				if bareJob(js, hc, apiURL, token, resultsSubject, msg) {
+					done.Add(1)
+				}
+			})
+		}
+		for range n - got {
+			<-slots
+		}
+	}
+	jobs.Wait()
+	return done.Load(), nc.Drain()
+}
+
+// bareJob is one job of the bare loop; true when it was acked.
+func bareJob(js jetstream.JetStream, hc *http.Client, apiURL, token, resultsSubject string, msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	var job worker.Job
+	if err := json.Unmarshal(msg.Data(), &job); err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), worker.DefaultAPITimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, apiURL+"/organizations/"+job.OrgID+"/runs/"+job.RunID+"/delete", nil)
+	if err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("X-Tallyfy-Client", "APIClient")
+	resp, err := hc.Do(req)
+	if err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	res := worker.Result{OrgID: job.OrgID, RunID: job.RunID, RequestID: job.RequestID, Status: resp.StatusCode,
+		Attempts: int(meta.NumDelivered), JobSeq: meta.Sequence.Stream, Worker: "bench-bare", At: time.Now().UTC()}
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		res.Outcome = worker.OutcomeDeleted
+	case resp.StatusCode == http.StatusNotFound:
+		res.Outcome = worker.OutcomeNotFound
+	default:
+		_ = msg.Nak()
+		return false
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	m := nats.NewMsg(resultsSubject + "." + string(res.Outcome))
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
+	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer pcancel()
+	if _, err := js.PublishMsg(pctx, m); err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	return msg.DoubleAck(pctx) == nil
+}

@@ -1,0 +1,191 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/service"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
+)
+
+// childStats is what a child writes to stdout as it exits.
+type childStats struct {
+	// Mallocs counts heap allocations from the child's start to its end:
+	// start-up and shutdown take a few thousand, next to about 150 a job.
+	Mallocs uint64 `json:"mallocs"`
+	// TotalAlloc is the bytes those allocations took.
+	TotalAlloc uint64 `json:"total_alloc_bytes"`
+	// The child's own view of its resources at exit; the parent reads the
+	// kernel's account from the exit status instead.
+	UserMS   int64 `json:"user_ms"`
+	SystemMS int64 `json:"system_ms"`
+	// PeakRSS is the child's own resident high-water mark, VmHWM, in KiB.
+	// The rusage maxrss of a child is no good for this on Linux: exec
+	// records the high-water mark of the memory it replaces, which for a
+	// Go child (started with vfork, CLONE_VM) is the parent's, so maxrss
+	// would report the bench process's servers. Zero where there is no
+	// /proc.
+	PeakRSS int64 `json:"peak_rss_kib"`
+	// Jobs is how many jobs the bare loop finished (0 for the worker).
+	Jobs int64 `json:"jobs,omitempty"`
+}
+
+// IsChild says whether the arguments of `bench` are those of a child: the
+// bench re-executes its binary as `bench --child worker|bare ...`, and the
+// bench subcommand hands those arguments to Child.
+func IsChild(args []string) bool {
+	return len(args) > 0 && (args[0] == "--child" || strings.HasPrefix(args[0], "--child="))
+}
+
+// Child is one child of the bench: it runs the loop its arguments name
+// until stdin ends, then writes its childStats to stdout as JSON. version
+// is the binary's, as `run` reports it. It returns the exit status.
+func Child(args []string, version string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench --child", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	loop := fs.String("child", "", "worker or bare")
+	natsURL := fs.String("nats-url", "", "")
+	apiURL := fs.String("api-url", "", "")
+	c := fs.Int("concurrency", 1, "")
+	cpuProfile := fs.String("cpuprofile", "", "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	token := os.Getenv(tokenEnv)
+	if token == "" || *natsURL == "" || *apiURL == "" {
+		fmt.Fprintln(stderr, "bench --child: needs --nats-url, --api-url and "+tokenEnv)
+		return 2
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	// The end of stdin (the parent closed it, or died) cancels the loop's
+	// context, as SIGINT and SIGTERM do: both loops then stop pulling,
+	// finish what is in flight and return. This reader belongs to the
+	// process: it ends at EOF or with the process.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		cancel()
+	}()
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	var jobs int64
+	var err error
+	switch Loop(*loop) {
+	case LoopWorker:
+		err = workerChild(ctx, version, *natsURL, *apiURL, token, *c)
+	case LoopBare:
+		jobs, err = bareLoop(ctx, *natsURL, *apiURL, token, *c)
+	default:
+		err = fmt.Errorf("--child %q: want worker or bare", *loop)
+	}
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench --child %s: %v\n", *loop, err)
+		return 1
+	}
+	runtime.ReadMemStats(&after)
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	st := childStats{
+		Mallocs:    after.Mallocs - before.Mallocs,
+		TotalAlloc: after.TotalAlloc - before.TotalAlloc,
+		UserMS:     syscall.TimevalToNsec(ru.Utime) / 1e6,
+		SystemMS:   syscall.TimevalToNsec(ru.Stime) / 1e6,
+		PeakRSS:    peakRSSKiB(),
+		Jobs:       jobs,
+	}
+	if err := json.NewEncoder(stdout).Encode(st); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// workerChild is `tallyfy-deleter run` itself: the settings below read by
+// settings.LoadRun (every other setting at run's default), then service.Run
+// until ctx is cancelled, as the run subcommand does. Its JSON logs at info
+// level go nowhere (but for errors, kept to say why it failed), and it has
+// no HTTP listener: nothing scrapes it. Only the concurrency and what
+// points it at the bench's servers are set.
+func workerChild(ctx context.Context, version, natsURL, apiURL, token string, c int) error {
+	env := map[string]string{
+		"NATS_URL":             natsURL,
+		"TALLYFY_API_URL":      apiURL,
+		"TALLYFY_ACCESS_TOKEN": token,
+		"TALLYFY_ORG_ID":       org,
+		"DELETER_CONCURRENCY":  strconv.Itoa(c),
+		"DELETER_WORKER_ID":    "bench-worker",
+		"DELETER_HTTP_ADDR":    "off",
+		"LOG_LEVEL":            "info",
+		"LOG_FORMAT":           "json",
+	}
+	// Not os.Getenv: settings in the shell that runs the bench must not
+	// change what it measures.
+	cfg, err := settings.LoadRun(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		return fmt.Errorf("the run settings: %w", err)
+	}
+	errs := &errorLines{}
+	log := cli.NewLogger(errs, cfg.LogLevel, cfg.LogFormat, cfg.WorkerName())
+	if code := service.Run(ctx, cfg, version, log); code != 0 {
+		return fmt.Errorf("run exited %d: %s", code, errs.String())
+	}
+	return nil
+}
+
+// errorLines drops the worker's JSON log lines but those at error level,
+// which say why it refused to start or failed. The worker logs from many
+// goroutines at once.
+type errorLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (e *errorLines) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"level":"error"`)) {
+		e.mu.Lock()
+		e.buf.Write(p)
+		e.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+func (e *errorLines) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.buf.String()
+}

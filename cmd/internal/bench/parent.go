@@ -1,0 +1,317 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
+)
+
+const (
+	org = "bench"
+	// tokenEnv hands the fake API's token to the child: an argument
+	// would show in ps.
+	tokenEnv = "TALLYFY_DELETER_BENCH_TOKEN"
+	// stall ends a run whose results stop coming.
+	stall = time.Minute
+)
+
+// Options is what the bench measures. Every field must be set: the bench
+// subcommand's flags hold the defaults.
+type Options struct {
+	// Jobs is the backlog published before each run.
+	Jobs int
+	// Concurrency and Latencies are the settings measured: one run per
+	// API latency, concurrency and loop.
+	Concurrency []int
+	Latencies   []time.Duration
+	// Memory runs only the worker, once per backlog of MemoryJobs, instead
+	// of both loops with Jobs.
+	Memory     bool
+	MemoryJobs []int
+	// ProfileDir, when not empty, receives a CPU profile of each child.
+	ProfileDir string
+	// Repeat is how many times each setting is measured; the rows are the
+	// medians.
+	Repeat int
+}
+
+// bencher holds what every run shares: the servers and the parent's
+// connection.
+type bencher struct {
+	exe    string
+	srv    *servers.NATS
+	api    *servers.FakeTallyfy
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	cfg    worker.Config
+	stderr io.Writer
+	// runs numbers the runs, so each publishes run IDs of its own.
+	runs       int
+	profileDir string
+}
+
+// Run measures every setting on one pair of servers, writing its progress
+// to stderr. On error it returns the rows finished before it, with the
+// error.
+func Run(ctx context.Context, opts Options, stderr io.Writer) ([]Row, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding this binary to run the children: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "tallyfy-deleter-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := servers.StartNATS(servers.NATSOptions{StoreDir: dir})
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded NATS server: %w", err)
+	}
+	defer srv.Shutdown()
+	api := servers.StartFakeTallyfy()
+	defer api.Close()
+	api.RecordRequests(false)
+
+	nc, err := nats.Connect(srv.URL(), nats.Name("tallyfy-deleter bench"))
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, err
+	}
+	if opts.ProfileDir != "" {
+		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	b := &bencher{exe: exe, srv: srv, api: api, nc: nc, js: js, stderr: stderr, profileDir: opts.ProfileDir,
+		cfg: worker.Config{DefaultOrg: org}}
+
+	if opts.Memory {
+		return b.memory(ctx, opts)
+	}
+	var rows []Row
+	for _, lat := range opts.Latencies {
+		api.SetLatency(lat)
+		for _, c := range opts.Concurrency {
+			// Alternating the loops, and which goes first, spreads what the
+			// rest of the machine does over both.
+			var bares, workers []Row
+			for i := range opts.Repeat {
+				order := []Loop{LoopBare, LoopWorker}
+				if i%2 == 1 {
+					order = []Loop{LoopWorker, LoopBare}
+				}
+				for _, loop := range order {
+					r, err := b.run(ctx, loop, lat, c, opts.Jobs)
+					if err != nil {
+						return rows, err
+					}
+					if loop == LoopBare {
+						bares = append(bares, r)
+					} else {
+						workers = append(workers, r)
+					}
+				}
+			}
+			bare, w := medianRow(bares), medianRow(workers)
+			if bare.JobsPerSec > 0 {
+				w.WorkerVsBare = w.JobsPerSec / bare.JobsPerSec
+			}
+			rows = append(rows, bare, w)
+		}
+	}
+	return rows, nil
+}
+
+// memory runs the worker alone with each backlog of opts.MemoryJobs.
+func (b *bencher) memory(ctx context.Context, opts Options) ([]Row, error) {
+	var rows []Row
+	for _, lat := range opts.Latencies {
+		b.api.SetLatency(lat)
+		for _, c := range opts.Concurrency {
+			var first Row
+			for i, n := range opts.MemoryJobs {
+				r, err := b.run(ctx, LoopWorker, lat, c, n)
+				if err != nil {
+					return rows, err
+				}
+				if i == 0 {
+					first = r
+				} else if first.PeakRSSMiB > 0 {
+					r.RSSVsSmallest = r.PeakRSSMiB / first.PeakRSSMiB
+				}
+				rows = append(rows, r)
+			}
+		}
+	}
+	return rows, nil
+}
+
+// run measures one loop at one setting.
+func (b *bencher) run(ctx context.Context, loop Loop, lat time.Duration, c, n int) (Row, error) {
+	b.runs++
+	what := fmt.Sprintf("%s, latency %s, concurrency %d, %d jobs", loop, lat, c, n)
+	row := Row{APILatency: lat.String(), APILatencyMS: ms(lat), Concurrency: c, Loop: loop, Jobs: n, latency: lat}
+	fail := func(err error) (Row, error) { return row, fmt.Errorf("%s: %w", what, err) }
+
+	if err := b.resetStreams(ctx); err != nil {
+		return fail(err)
+	}
+	if err := b.publishJobs(ctx, n); err != nil {
+		return fail(err)
+	}
+	firstSeq, published, err := b.publishTimes(ctx, n)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := b.js.CreateOrUpdateConsumer(ctx, worker.DefaultJobsStream, b.cfg.ConsumerConfig()); err != nil {
+		return fail(fmt.Errorf("creating the consumer: %w", err))
+	}
+
+	// The first DELETE to arrive marks the first job taken.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	firstTaken := make(chan time.Time, 1)
+	before := b.api.RequestCount()
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		if b.api.WaitRequests(watchCtx, int(before)+1) == nil {
+			firstTaken <- time.Now()
+		}
+	})
+	defer func() { stopWatch(); watch.Wait() }()
+
+	varzBefore, err := b.srv.Server().Varz(nil)
+	if err != nil {
+		return fail(err)
+	}
+	ownBefore := b.nc.Stats()
+	busyBefore, selfBefore, began := machineBusy(), selfCPU(), time.Now()
+	child, err := b.startChild(loop, c)
+	if err != nil {
+		return fail(err)
+	}
+	rep, err := child.waitResults(ctx, b, n, what)
+	if err != nil {
+		return fail(err)
+	}
+	varzAfter, err := b.srv.Server().Varz(nil)
+	if err != nil {
+		return fail(err)
+	}
+	ownAfter := b.nc.Stats()
+	row.OtherCPU = -1
+	if busyAfter := machineBusy(); busyBefore >= 0 && busyAfter >= 0 {
+		ours := selfCPU() - selfBefore + rep.cpu
+		row.OtherCPU = max(0, (busyAfter-busyBefore-ours).Seconds()/time.Since(began).Seconds())
+	}
+	row.Runs = 1
+	// Less the bench's own polling of the results stream.
+	in := varzAfter.InMsgs - varzBefore.InMsgs - int64(ownAfter.OutMsgs-ownBefore.OutMsgs)
+	out := varzAfter.OutMsgs - varzBefore.OutMsgs - int64(ownAfter.InMsgs-ownBefore.InMsgs)
+	row.NATSInPerJob = float64(in) / float64(n)
+	row.NATSOutPerJob = float64(out) / float64(n)
+	stopWatch()
+	watch.Wait()
+
+	events, err := b.readResults(ctx, n)
+	if err != nil {
+		return fail(err)
+	}
+	lats := make([]time.Duration, 0, n)
+	var last time.Time
+	first := events[0].At
+	notDeleted := 0
+	for _, e := range events {
+		i := int(e.JobSeq) - int(firstSeq)
+		if i < 0 || i >= len(published) {
+			return fail(fmt.Errorf("a result names job %d, not one of this run's", e.JobSeq))
+		}
+		lats = append(lats, e.At.Sub(published[i]))
+		if e.At.After(last) {
+			last = e.At
+		}
+		if e.At.Before(first) {
+			first = e.At
+		}
+		if e.Outcome != worker.OutcomeDeleted {
+			notDeleted++
+		}
+	}
+	if notDeleted > 0 {
+		return fail(fmt.Errorf("%d of %d jobs were not deleted; the numbers would not compare", notDeleted, n))
+	}
+	select {
+	case t := <-firstTaken:
+		first = t
+	default: // no DELETE seen (cannot happen with a result): keep the first event
+	}
+	if span := last.Sub(first); span > 0 {
+		row.JobsPerSec = float64(n) / span.Seconds()
+	}
+	slices.Sort(lats)
+	row.P50MS = ms(percentile(lats, 0.50))
+	row.P99MS = ms(percentile(lats, 0.99))
+	if lat > 0 {
+		row.OfIdeal = row.JobsPerSec / (float64(c) / lat.Seconds())
+	}
+	row.CPUPer10k = rep.cpu.Seconds() / float64(n) * 10000
+	row.PeakRSSMiB = float64(rep.maxRSSKiB) / 1024
+	row.AllocsPerJob = float64(rep.Mallocs) / float64(n)
+	row.AllocBytesPerJob = float64(rep.TotalAlloc) / float64(n)
+	return row, nil
+}
+
+// medianRow is rs's median, metric by metric.
+func medianRow(rs []Row) Row {
+	out := rs[0]
+	out.Runs = len(rs)
+	for _, f := range []func(*Row) *float64{
+		func(r *Row) *float64 { return &r.JobsPerSec },
+		func(r *Row) *float64 { return &r.P50MS },
+		func(r *Row) *float64 { return &r.P99MS },
+		func(r *Row) *float64 { return &r.CPUPer10k },
+		func(r *Row) *float64 { return &r.PeakRSSMiB },
+		func(r *Row) *float64 { return &r.AllocsPerJob },
+		func(r *Row) *float64 { return &r.AllocBytesPerJob },
+		func(r *Row) *float64 { return &r.NATSInPerJob },
+		func(r *Row) *float64 { return &r.NATSOutPerJob },
+		func(r *Row) *float64 { return &r.OtherCPU },
+		func(r *Row) *float64 { return &r.OfIdeal },
+	} {
+		vs := make([]float64, len(rs))
+		for i := range rs {
+			vs[i] = *f(&rs[i])
+		}
+		slices.Sort(vs)
+		m := vs[len(vs)/2]
+		if len(vs)%2 == 0 {
+			m = (vs[len(vs)/2-1] + m) / 2
+		}
+		*f(&out) = m
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile is the nearest-rank percentile of sorted values.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
