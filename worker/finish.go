@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -87,11 +86,7 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 	}
 
 	if err := w.record(t.hard, res, t.msg.Data()); err != nil {
-		kind := "result"
-		if strings.HasPrefix(err.Error(), "dead letter") {
-			kind = "dead_letter"
-		}
-		w.cfg.Metrics.PublishFailed(kind)
+		w.cfg.Metrics.PublishFailed(err.kind)
 		w.publishFailed(t, job, err)
 		return
 	}
@@ -100,7 +95,7 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 	if err := t.msg.DoubleAck(ctx); err != nil {
 		// The outcome is recorded; a redelivery finds the run gone and its
 		// event is dropped as a duplicate.
-		w.cfg.Metrics.PublishFailed("ack")
+		w.cfg.Metrics.PublishFailed(kindAck)
 		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("ack not confirmed; a redelivery will be de-duplicated")
 	}
 	w.cfg.Metrics.JobFinished(d.Outcome, d.Reason, time.Since(t.meta.Timestamp))
@@ -126,24 +121,48 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 }
 
 // record publishes the dead letter, then the result event, both confirmed.
-func (w *Worker) record(ctx context.Context, res Result, data []byte) error {
+// Its error says which of the two JetStream did not confirm.
+func (w *Worker) record(ctx context.Context, res Result, data []byte) *recordError {
 	if res.Outcome == OutcomeDeadLettered {
 		if err := w.publish(ctx, w.deadLetter(data, res)); err != nil {
-			return fmt.Errorf("dead letter: %w", err)
+			return &recordError{kind: kindDeadLetter, err: err}
 		}
 	}
 	body, err := json.Marshal(res)
 	if err != nil {
-		return err
+		return &recordError{kind: kindResult, err: err}
 	}
 	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
 	if err := w.publish(ctx, m); err != nil {
-		return fmt.Errorf("result event: %w", err)
+		return &recordError{kind: kindResult, err: err}
 	}
 	return nil
 }
+
+// What JetStream did not confirm, as Observer.PublishFailed names it: one
+// of the two parts of a job's record, or the ack that follows them.
+const (
+	kindDeadLetter = "dead_letter"
+	kindResult     = "result"
+	kindAck        = "ack"
+)
+
+// recordError is a part of a job's record that could not be published.
+type recordError struct {
+	kind string // kindDeadLetter or kindResult
+	err  error
+}
+
+func (e *recordError) Error() string {
+	if e.kind == kindDeadLetter {
+		return "dead letter: " + e.err.Error()
+	}
+	return "result event: " + e.err.Error()
+}
+
+func (e *recordError) Unwrap() error { return e.err }
 
 // deadLetter builds the dead letter: the job's bytes, unchanged, so that a
 // replay is a re-publish, and the reason in headers.

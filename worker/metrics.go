@@ -70,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ReasonInvalidJob, ReasonOrgNotAllowed, ReasonMaxDeliveries} {
 		m.jobs.WithLabelValues(string(OutcomeDeadLettered), string(r))
 	}
-	for _, k := range []string{"result", "dead_letter", "ack"} {
+	for _, k := range []string{kindResult, kindDeadLetter, kindAck} {
 		m.publishFailures.WithLabelValues(k)
 	}
 	for _, i := range Inabilities {

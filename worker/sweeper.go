@@ -143,7 +143,7 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 		At:        time.Now().UTC(),
 	}
 	if err := w.record(ctx, res, raw.Data); err != nil {
-		w.cfg.Metrics.PublishFailed("dead_letter")
+		w.cfg.Metrics.PublishFailed(kindDeadLetter)
 		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: could not record the stranded job; it stays in the stream")
 		return
 	}
