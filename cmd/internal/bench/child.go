@@ -54,22 +54,11 @@ func IsChild(args []string) bool {
 // until stdin ends, then writes its childStats to stdout as JSON. version
 // is the binary's, as `run` reports it. It returns the exit status.
 func Child(args []string, version string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench --child", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	loop := fs.String("child", "", "worker or bare")
-	natsURL := fs.String("nats-url", "", "")
-	apiURL := fs.String("api-url", "", "")
-	c := fs.Int("concurrency", 1, "")
-	cpuProfile := fs.String("cpuprofile", "", "")
-	if err := fs.Parse(args); err != nil {
+	a, ok := parseChildArgs(args, stderr)
+	if !ok {
 		return 2
 	}
-	token := os.Getenv(tokenEnv)
-	if token == "" || *natsURL == "" || *apiURL == "" {
-		fmt.Fprintln(stderr, "bench --child: needs --nats-url, --api-url and "+tokenEnv)
-		return 2
-	}
-	var before, after runtime.MemStats
+	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
 	// The end of stdin (the parent closed it, or died) cancels the loop's
@@ -85,54 +74,92 @@ func Child(args []string, version string, stdin io.Reader, stdout, stderr io.Wri
 		cancel()
 	}()
 
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-	}
-	var jobs int64
-	var err error
-	switch Loop(*loop) {
-	case LoopWorker:
-		err = workerChild(ctx, version, *natsURL, *apiURL, token, *c)
-	case LoopBare:
-		jobs, err = bareLoop(ctx, *natsURL, *apiURL, token, *c)
-	default:
-		err = fmt.Errorf("--child %q: want worker or bare", *loop)
-	}
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	jobs, err := a.run(ctx, version)
 	if err != nil {
-		fmt.Fprintf(stderr, "bench --child %s: %v\n", *loop, err)
+		fmt.Fprintf(stderr, "bench --child %s: %v\n", a.loop, err)
 		return 1
 	}
-	runtime.ReadMemStats(&after)
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	st, err := statsSince(&before, jobs)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
-	}
-	st := childStats{
-		Mallocs:    after.Mallocs - before.Mallocs,
-		TotalAlloc: after.TotalAlloc - before.TotalAlloc,
-		UserMS:     syscall.TimevalToNsec(ru.Utime) / 1e6,
-		SystemMS:   syscall.TimevalToNsec(ru.Stime) / 1e6,
-		PeakRSS:    peakRSSKiB(),
-		Jobs:       jobs,
 	}
 	if err := json.NewEncoder(stdout).Encode(st); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	return 0
+}
+
+// childArgs is the command line of a child, as startChild writes it.
+type childArgs struct {
+	loop            Loop
+	natsURL, apiURL string
+	token           string
+	concurrency     int
+	cpuProfile      string
+}
+
+func parseChildArgs(args []string, stderr io.Writer) (childArgs, bool) {
+	var a childArgs
+	fs := flag.NewFlagSet("bench --child", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	loop := fs.String("child", "", "worker or bare")
+	fs.StringVar(&a.natsURL, "nats-url", "", "")
+	fs.StringVar(&a.apiURL, "api-url", "", "")
+	fs.IntVar(&a.concurrency, "concurrency", 1, "")
+	fs.StringVar(&a.cpuProfile, "cpuprofile", "", "")
+	if err := fs.Parse(args); err != nil {
+		return a, false
+	}
+	a.loop = Loop(*loop)
+	a.token = os.Getenv(tokenEnv)
+	if a.token == "" || a.natsURL == "" || a.apiURL == "" {
+		fmt.Fprintln(stderr, "bench --child: needs --nats-url, --api-url and "+tokenEnv)
+		return a, false
+	}
+	return a, true
+}
+
+// run runs the loop until ctx is cancelled, under the CPU profiler if
+// asked, and returns the jobs the bare loop finished.
+func (a childArgs) run(ctx context.Context, version string) (int64, error) {
+	if a.cpuProfile != "" {
+		f, err := os.Create(a.cpuProfile)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	switch a.loop {
+	case LoopWorker:
+		return 0, workerChild(ctx, version, a.natsURL, a.apiURL, a.token, a.concurrency)
+	case LoopBare:
+		return bareLoop(ctx, a.natsURL, a.apiURL, a.token, a.concurrency)
+	}
+	return 0, fmt.Errorf("--child %q: want worker or bare", a.loop)
+}
+
+// statsSince is the child's childStats, allocations counted from before.
+func statsSince(before *runtime.MemStats, jobs int64) (childStats, error) {
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return childStats{}, err
+	}
+	return childStats{
+		Mallocs:    after.Mallocs - before.Mallocs,
+		TotalAlloc: after.TotalAlloc - before.TotalAlloc,
+		UserMS:     syscall.TimevalToNsec(ru.Utime) / 1e6,
+		SystemMS:   syscall.TimevalToNsec(ru.Stime) / 1e6,
+		PeakRSS:    peakRSSKiB(),
+		Jobs:       jobs,
+	}, nil
 }
 
 // workerChild is `tallyfy-deleter run` itself: the settings below read by

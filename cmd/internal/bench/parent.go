@@ -167,20 +167,53 @@ func (b *bencher) run(ctx context.Context, loop Loop, lat time.Duration, c, n in
 	row := Row{APILatency: lat.String(), APILatencyMS: ms(lat), Concurrency: c, Loop: loop, Jobs: n, latency: lat}
 	fail := func(err error) (Row, error) { return row, fmt.Errorf("%s: %w", what, err) }
 
-	if err := b.resetStreams(ctx); err != nil {
-		return fail(err)
-	}
-	if err := b.publishJobs(ctx, n); err != nil {
-		return fail(err)
-	}
-	firstSeq, published, err := b.publishTimes(ctx, n)
+	firstSeq, published, err := b.prepare(ctx, n)
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := b.js.CreateOrUpdateConsumer(ctx, worker.DefaultJobsStream, b.cfg.ConsumerConfig()); err != nil {
-		return fail(fmt.Errorf("creating the consumer: %w", err))
+	rep, firstTaken, err := b.measure(ctx, &row, what)
+	if err != nil {
+		return fail(err)
 	}
+	events, err := b.readResults(ctx, n)
+	if err != nil {
+		return fail(err)
+	}
+	if err := row.addTimes(events, firstSeq, published, firstTaken); err != nil {
+		return fail(err)
+	}
+	row.CPUPer10k = rep.cpu.Seconds() / float64(n) * 10000
+	row.PeakRSSMiB = float64(rep.maxRSSKiB) / 1024
+	row.AllocsPerJob = float64(rep.Mallocs) / float64(n)
+	row.AllocBytesPerJob = float64(rep.TotalAlloc) / float64(n)
+	return row, nil
+}
 
+// prepare gives a run fresh streams holding n jobs, and the consumer, and
+// returns the first job's sequence and the jobs' publish times.
+func (b *bencher) prepare(ctx context.Context, n int) (uint64, []time.Time, error) {
+	if err := b.resetStreams(ctx); err != nil {
+		return 0, nil, err
+	}
+	if err := b.publishJobs(ctx, n); err != nil {
+		return 0, nil, err
+	}
+	firstSeq, published, err := b.publishTimes(ctx, n)
+	if err != nil {
+		return 0, nil, err
+	}
+	if _, err := b.js.CreateOrUpdateConsumer(ctx, worker.DefaultJobsStream, b.cfg.ConsumerConfig()); err != nil {
+		return 0, nil, fmt.Errorf("creating the consumer: %w", err)
+	}
+	return firstSeq, published, nil
+}
+
+// measure runs row's loop in a child until the results stream holds all
+// its jobs' events, and fills in what only the run itself shows: the NATS
+// messages and the other load. It returns the child's report, and when the
+// first DELETE reached the API (zero if none did).
+func (b *bencher) measure(ctx context.Context, row *Row, what string) (childReport, time.Time, error) {
+	n := row.Jobs
 	// The first DELETE to arrive marks the first job taken.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	firstTaken := make(chan time.Time, 1)
@@ -195,21 +228,21 @@ func (b *bencher) run(ctx context.Context, loop Loop, lat time.Duration, c, n in
 
 	varzBefore, err := b.srv.Server().Varz(nil)
 	if err != nil {
-		return fail(err)
+		return childReport{}, time.Time{}, err
 	}
 	ownBefore := b.nc.Stats()
 	busyBefore, selfBefore, began := machineBusy(), selfCPU(), time.Now()
-	child, err := b.startChild(loop, c)
+	child, err := b.startChild(row.Loop, row.Concurrency)
 	if err != nil {
-		return fail(err)
+		return childReport{}, time.Time{}, err
 	}
 	rep, err := child.waitResults(ctx, b, n, what)
 	if err != nil {
-		return fail(err)
+		return childReport{}, time.Time{}, err
 	}
 	varzAfter, err := b.srv.Server().Varz(nil)
 	if err != nil {
-		return fail(err)
+		return childReport{}, time.Time{}, err
 	}
 	ownAfter := b.nc.Stats()
 	row.OtherCPU = -1
@@ -225,19 +258,26 @@ func (b *bencher) run(ctx context.Context, loop Loop, lat time.Duration, c, n in
 	row.NATSOutPerJob = float64(out) / float64(n)
 	stopWatch()
 	watch.Wait()
-
-	events, err := b.readResults(ctx, n)
-	if err != nil {
-		return fail(err)
+	select {
+	case t := <-firstTaken:
+		return rep, t, nil
+	default: // no DELETE seen (cannot happen with a result)
+		return rep, time.Time{}, nil
 	}
-	lats := make([]time.Duration, 0, n)
+}
+
+// addTimes fills in throughput and latencies from the run's result events
+// and its jobs' publish times (published[i] is job firstSeq+i's). The run
+// began at firstTaken, or at the first event if that is zero.
+func (r *Row) addTimes(events []resultEvent, firstSeq uint64, published []time.Time, firstTaken time.Time) error {
+	lats := make([]time.Duration, 0, len(events))
 	var last time.Time
 	first := events[0].At
 	notDeleted := 0
 	for _, e := range events {
 		i := int(e.JobSeq) - int(firstSeq)
 		if i < 0 || i >= len(published) {
-			return fail(fmt.Errorf("a result names job %d, not one of this run's", e.JobSeq))
+			return fmt.Errorf("a result names job %d, not one of this run's", e.JobSeq)
 		}
 		lats = append(lats, e.At.Sub(published[i]))
 		if e.At.After(last) {
@@ -251,27 +291,21 @@ func (b *bencher) run(ctx context.Context, loop Loop, lat time.Duration, c, n in
 		}
 	}
 	if notDeleted > 0 {
-		return fail(fmt.Errorf("%d of %d jobs were not deleted; the numbers would not compare", notDeleted, n))
+		return fmt.Errorf("%d of %d jobs were not deleted; the numbers would not compare", notDeleted, r.Jobs)
 	}
-	select {
-	case t := <-firstTaken:
-		first = t
-	default: // no DELETE seen (cannot happen with a result): keep the first event
+	if !firstTaken.IsZero() {
+		first = firstTaken
 	}
 	if span := last.Sub(first); span > 0 {
-		row.JobsPerSec = float64(n) / span.Seconds()
+		r.JobsPerSec = float64(r.Jobs) / span.Seconds()
 	}
 	slices.Sort(lats)
-	row.P50MS = ms(percentile(lats, 0.50))
-	row.P99MS = ms(percentile(lats, 0.99))
-	if lat > 0 {
-		row.OfIdeal = row.JobsPerSec / (float64(c) / lat.Seconds())
+	r.P50MS = ms(percentile(lats, 0.50))
+	r.P99MS = ms(percentile(lats, 0.99))
+	if r.latency > 0 {
+		r.OfIdeal = r.JobsPerSec / (float64(r.Concurrency) / r.latency.Seconds())
 	}
-	row.CPUPer10k = rep.cpu.Seconds() / float64(n) * 10000
-	row.PeakRSSMiB = float64(rep.maxRSSKiB) / 1024
-	row.AllocsPerJob = float64(rep.Mallocs) / float64(n)
-	row.AllocBytesPerJob = float64(rep.TotalAlloc) / float64(n)
-	return row, nil
+	return nil
 }
 
 // medianRow is rs's median, metric by metric.
