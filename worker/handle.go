@@ -53,11 +53,8 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
 		err = fmt.Errorf("%w: %s is not in TALLYFY_ALLOWED_ORGS", ErrOrgNotAllowed, job.OrgID)
 	}
-	if err == nil && w.cfg.DryRun {
-		err = ErrDryRun
-	}
-	callable := err == nil
-	a := Attempt{Err: err, Delivered: int(meta.NumDelivered)}
+	a := Attempt{Err: err, Delivered: int(meta.NumDelivered), DryRun: err == nil && w.cfg.DryRun}
+	callable := err == nil && !a.DryRun
 	for {
 		var resp *tallyfy.Response
 		if callable {

@@ -43,13 +43,9 @@ const (
 	ReasonMaxDeliveries Reason = "max_deliveries"
 )
 
-var (
-	// ErrDryRun stands in for the API call when dry run is on.
-	ErrDryRun = errors.New("dry run: the run was not deleted")
-	// ErrStillExists: the API answered 404 to the delete, but the run is
-	// still there (Tallyfy documents 404 also for "not archived").
-	ErrStillExists = errors.New("delete answered 404 but the run still exists: it is probably not archived")
-)
+// ErrStillExists: the API answered 404 to the delete, but the run is still
+// there (Tallyfy documents 404 also for "not archived").
+var ErrStillExists = errors.New("delete answered 404 but the run still exists: it is probably not archived")
 
 // Action is what the worker does with the message after one attempt.
 type Action int
@@ -92,8 +88,12 @@ func (a Action) String() string {
 // Attempt is what one try at a job produced.
 type Attempt struct {
 	// Err is the decode or validation error, or the API call's error; nil
-	// when the run was deleted.
+	// when the run was deleted, or with DryRun when it would have been
+	// called.
 	Err error
+	// DryRun is true when Config.DryRun kept a valid, allowed job from
+	// being called.
+	DryRun bool
 	// Delivered is the message's delivery count, from 1.
 	Delivered int
 	// BreakerTripped is true when the breaker is not closed after a failed
@@ -129,14 +129,14 @@ func (p Policy) Route(a Attempt) Decision {
 	err := a.Err
 	var apiErr *tallyfy.APIError
 	switch {
+	case err == nil && a.DryRun:
+		return finish(OutcomeDryRun, "", 0)
 	case err == nil:
 		return finish(OutcomeDeleted, "", 0)
 	case errors.Is(err, ErrInvalidJob):
 		return finish(OutcomeDeadLettered, ReasonInvalidJob, 0)
 	case errors.Is(err, ErrOrgNotAllowed):
 		return finish(OutcomeDeadLettered, ReasonOrgNotAllowed, 0)
-	case errors.Is(err, ErrDryRun):
-		return finish(OutcomeDryRun, "", 0)
 	case errors.Is(err, ErrStillExists):
 		return finish(OutcomeDeadLettered, ReasonNotArchived, http.StatusNotFound)
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):

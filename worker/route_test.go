@@ -73,3 +73,25 @@ func TestRoute(t *testing.T) {
 		})
 	}
 }
+
+// TestRouteDryRun: dry run ends a valid, allowed job dry_run; one that is
+// not still ends as it would without dry run.
+func TestRouteDryRun(t *testing.T) {
+	p := worker.Policy{MaxDeliver: 3, Backoff: []time.Duration{time.Second}}
+	tests := []struct {
+		name string
+		err  error
+		want worker.Decision
+	}{
+		{"valid and allowed", nil, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDryRun}},
+		{"invalid job", fmt.Errorf("%w: run_id", worker.ErrInvalidJob), worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonInvalidJob}},
+		{"org not allowed", fmt.Errorf("%w: x", worker.ErrOrgNotAllowed), worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonOrgNotAllowed}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := p.Route(worker.Attempt{Err: tc.err, Delivered: 1, DryRun: true}); got != tc.want {
+				t.Errorf("Route = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
