@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,10 +12,10 @@ import (
 	"time"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/bench"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 )
 
-const benchUsage = `Usage: tallyfy-deleter bench [flags]
-
+const benchHelp = `
 Measures the worker against a bare loop (pull, DELETE, publish the result,
 ack: the confirmations the worker makes, and nothing else) on an embedded
 JetStream server (file storage) and a fake Tallyfy API answering after
@@ -31,21 +29,15 @@ the backlog.
 
 A run lasts at least jobs × latency / concurrency: with the defaults, the
 row at concurrency 1 and 50ms takes over 8 minutes per loop.
-
-Flags:
 `
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {
 	if bench.IsChild(args) {
 		return bench.Child(args, version, os.Stdin, stdout, stderr)
 	}
-	opts, asJSON, err := parseBenchFlags(args, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "tallyfy-deleter bench: %v\n", err)
-		return 2
+	opts, asJSON, code, ok := parseBenchFlags(args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -69,57 +61,66 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func parseBenchFlags(args []string, stderr io.Writer) (opts bench.Options, asJSON bool, err error) {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
+// parseBenchFlags reads bench's command line as every subcommand reads
+// its own: help on stdout, a bad command line in one line and a hint on
+// stderr. When it returns false, the command exits with code.
+func parseBenchFlags(args []string, stdout, stderr io.Writer) (opts bench.Options, asJSON bool, code int, ok bool) {
+	var conc, lat, memJobs string
+	s := &settings.Set{}
+	s.NumIn(&opts.Jobs, "", "jobs", "10000", "jobs per run, the backlog published before the loop starts (1 to 10000000)", 1, 10_000_000)
+	s.Str(&conc, "", "concurrency", "", "jobs in flight, a comma list: one run per value, each 1 to 10000 (default: 1,16,64,256; 64 with --memory)")
+	s.Str(&lat, "", "api-latency", "", "the fake API's answer delay, a comma list: one run per value (default: 0,50ms; 0 with --memory)")
+	s.Bool(&asJSON, "", "json", "false", "print the rows as a JSON array instead of a table")
+	s.Bool(&opts.Memory, "", "memory", "false", "compare the worker's peak RSS with a small and a large backlog")
+	s.Str(&memJobs, "", "memory-jobs", "1000,100000", "backlogs compared by --memory, a comma list, each 1 to 10000000")
+	s.NumIn(&opts.Repeat, "", "repeat", "1", "measure each setting this many times, alternating the loops (and which goes first), and report the medians (1 to 1000)", 1, 1000)
+	s.Str(&opts.ProfileDir, "", "cpuprofile-dir", "", "write a CPU profile of each child (worker and bare) to this directory")
+	rest, code, ok := s.Command("bench", args, func(string) string { return "" }, stdout, stderr, benchHelp)
+	if !ok {
+		return opts, asJSON, code, false
 	}
-	fs.IntVar(&opts.Jobs, "jobs", 10000, "jobs per run (the backlog published before the loop starts)")
-	conc := fs.String("concurrency", "1,16,64,256", "jobs in flight, a comma list: one run per value")
-	lat := fs.String("api-latency", "0,50ms", "the fake API's answer delay, a comma list: one run per value")
-	fs.BoolVar(&asJSON, "json", false, "print the rows as a JSON array instead of a table")
-	fs.BoolVar(&opts.Memory, "memory", false, "compare the worker's peak RSS with a small and a large backlog")
-	memJobs := fs.String("memory-jobs", "1000,100000", "backlogs compared by --memory")
-	fs.IntVar(&opts.Repeat, "repeat", 1, "measure each setting this many times, alternating the loops (and which goes first), and report the medians")
-	fs.StringVar(&opts.ProfileDir, "cpuprofile-dir", "", "write a CPU profile of each child (worker and bare) to this directory")
-	if err := fs.Parse(args); err != nil {
-		return opts, asJSON, err
+	err := benchLists(&opts, rest, conc, lat, memJobs)
+	if err != nil {
+		fmt.Fprintf(stderr, "tallyfy-deleter bench: %v\n%s\n", err, settings.Hint("bench"))
+		return opts, asJSON, 2, false
 	}
-	if fs.NArg() > 0 {
-		return opts, asJSON, fmt.Errorf("unexpected arguments %q", fs.Args())
+	return opts, asJSON, 0, true
+}
+
+// benchLists reads the comma lists of the flags into opts.
+func benchLists(opts *bench.Options, rest []string, conc, lat, memJobs string) error {
+	if len(rest) > 0 {
+		return fmt.Errorf("takes no arguments, got %q", rest)
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if opts.Memory {
-		if !set["concurrency"] {
-			*conc = "64"
-		}
-		if !set["api-latency"] {
-			*lat = "0"
-		}
+	switch {
+	case conc != "":
+	case opts.Memory:
+		conc = "64"
+	default:
+		conc = "1,16,64,256"
 	}
-	if opts.Concurrency, err = parseInts(*conc, 1, 10000); err != nil {
-		return opts, asJSON, fmt.Errorf("--concurrency: %w", err)
+	switch {
+	case lat != "":
+	case opts.Memory:
+		lat = "0"
+	default:
+		lat = "0,50ms"
 	}
-	if opts.MemoryJobs, err = parseInts(*memJobs, 1, 10_000_000); err != nil {
-		return opts, asJSON, fmt.Errorf("--memory-jobs: %w", err)
+	var err error
+	if opts.Concurrency, err = parseInts(conc, 1, 10000); err != nil {
+		return fmt.Errorf("--concurrency: %w", err)
 	}
-	if opts.Repeat < 1 {
-		return opts, asJSON, fmt.Errorf("--repeat must be at least 1, not %d", opts.Repeat)
+	if opts.MemoryJobs, err = parseInts(memJobs, 1, 10_000_000); err != nil {
+		return fmt.Errorf("--memory-jobs: %w", err)
 	}
-	if opts.Jobs < 1 {
-		return opts, asJSON, fmt.Errorf("--jobs must be at least 1, not %d", opts.Jobs)
-	}
-	for _, s := range strings.Split(*lat, ",") {
+	for _, s := range strings.Split(lat, ",") {
 		d, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil || d < 0 {
-			return opts, asJSON, fmt.Errorf("--api-latency: %q is not a duration such as 0, 5ms or 50ms", s)
+			return fmt.Errorf("--api-latency: %q is not a duration such as 0, 5ms or 50ms", s)
 		}
 		opts.Latencies = append(opts.Latencies, d)
 	}
-	return opts, asJSON, nil
+	return nil
 }
 
 func parseInts(s string, lo, hi int) ([]int, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,6 +116,8 @@ func TestBenchJSON(t *testing.T) {
 	}
 }
 
+// TestBenchRefusesBadFlags: a bad command line is one line naming the
+// flag and a hint, exit 2, whether the flag parser or the bench refuses it.
 func TestBenchRefusesBadFlags(t *testing.T) {
 	tests := []struct {
 		name string
@@ -124,18 +127,60 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"concurrency not a number", []string{"--concurrency", "1,lots"}, "--concurrency"},
 		{"concurrency zero", []string{"--concurrency", "0"}, "--concurrency"},
 		{"bad latency", []string{"--api-latency", "50"}, "--api-latency"},
-		{"no jobs", []string{"--jobs", "0"}, "--jobs"},
-		{"stray argument", []string{"now"}, "unexpected"},
-		{"child without servers", []string{"--child", "worker"}, "--nats-url"},
+		{"negative latency", []string{"--api-latency", "0,-5ms"}, "--api-latency"},
+		{"bad memory jobs", []string{"--memory", "--memory-jobs", "1000,"}, "--memory-jobs"},
+		{"no jobs", []string{"--jobs", "0"}, "flag -jobs"},
+		{"no repeat", []string{"--repeat", "0"}, "flag -repeat"},
+		{"stray argument", []string{"now"}, "takes no arguments"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			if code := run(append([]string{"bench"}, tc.args...), env(), &out, &errOut); code != 2 {
-				t.Errorf("exit %d, want 2", code)
+			code := run(append([]string{"bench"}, tc.args...), env(), &out, &errOut)
+			lines := strings.Split(strings.TrimRight(errOut.String(), "\n"), "\n")
+			if code != 2 || len(lines) != 2 || !strings.Contains(lines[0], tc.want) || lines[1] != "see 'tallyfy-deleter bench --help'" || out.Len() != 0 {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit 2, a line naming %s and the hint", code, errOut.String(), tc.want)
 			}
-			if !strings.Contains(errOut.String(), tc.want) {
-				t.Errorf("message does not name %s:\n%s", tc.want, errOut.String())
+		})
+	}
+}
+
+// TestBenchChildRefusesBadArgs: a child started without what points it at
+// the servers says what it needs, exit 2.
+func TestBenchChildRefusesBadArgs(t *testing.T) {
+	var errOut bytes.Buffer
+	if code := run([]string{"bench", "--child", "worker"}, env(), &bytes.Buffer{}, &errOut); code != 2 || !strings.Contains(errOut.String(), "--nats-url") {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit 2 naming --nats-url", code, errOut.String())
+	}
+}
+
+// TestBenchFlagsDefaults: --memory changes the defaults of --concurrency
+// and --api-latency, never what they were given.
+func TestBenchFlagsDefaults(t *testing.T) {
+	tests := []struct {
+		args      string
+		conc      []int
+		latencies []time.Duration
+		memory    bool
+		asJSON    bool
+	}{
+		{"", []int{1, 16, 64, 256}, []time.Duration{0, 50 * time.Millisecond}, false, false},
+		{"--memory", []int{64}, []time.Duration{0}, true, false},
+		{"--memory --concurrency 8,16 --api-latency 5ms --json", []int{8, 16}, []time.Duration{5 * time.Millisecond}, true, true},
+		{"--concurrency 2 --api-latency 0", []int{2}, []time.Duration{0}, false, false},
+	}
+	for _, tc := range tests {
+		t.Run("["+tc.args+"]", func(t *testing.T) {
+			opts, asJSON, code, ok := parseBenchFlags(strings.Fields(tc.args), &bytes.Buffer{}, &bytes.Buffer{})
+			if !ok {
+				t.Fatalf("refused, exit %d", code)
+			}
+			if !slices.Equal(opts.Concurrency, tc.conc) || !slices.Equal(opts.Latencies, tc.latencies) ||
+				opts.Memory != tc.memory || asJSON != tc.asJSON {
+				t.Errorf("concurrency %v, latencies %v, memory %v, json %v", opts.Concurrency, opts.Latencies, opts.Memory, asJSON)
+			}
+			if opts.Jobs != 10000 || opts.Repeat != 1 || !slices.Equal(opts.MemoryJobs, []int{1000, 100000}) {
+				t.Errorf("jobs %d, repeat %d, memory jobs %v", opts.Jobs, opts.Repeat, opts.MemoryJobs)
 			}
 		})
 	}

@@ -719,7 +719,7 @@ func TestStatus(t *testing.T) {
 
 func TestToolsHelpAndBadFlags(t *testing.T) {
 	for _, args := range [][]string{{"enqueue", "--help"}, {"dlq", "ls", "--help"}, {"dlq", "replay", "-h"}, {"status", "--help"}, {"dlq", "help"},
-		{"run", "--help"}, {"demo", "--help"}, {"help"}} {
+		{"run", "--help"}, {"demo", "--help"}, {"bench", "--help"}, {"help"}} {
 		var out, errOut bytes.Buffer
 		if code := run(args, env(), &out, &errOut); code != 0 || !strings.Contains(out.String(), "Usage: tallyfy-deleter") || errOut.Len() != 0 {
 			t.Errorf("%q: exit %d, want 0 with the usage on standard output and nothing on standard error; stdout:\n%s\nstderr:\n%s", args, code, out.String(), errOut.String())
@@ -731,7 +731,7 @@ func TestToolsHelpAndBadFlags(t *testing.T) {
 		}
 	}
 	// A mistyped flag: one line saying what is wrong, one hint; no usage.
-	for _, args := range [][]string{{"run", "--nope"}, {"enqueue", "--nope"}, {"dlq", "ls", "--nope"}, {"status", "--nope"}, {"demo", "--nope"}} {
+	for _, args := range [][]string{{"run", "--nope"}, {"enqueue", "--nope"}, {"dlq", "ls", "--nope"}, {"status", "--nope"}, {"demo", "--nope"}, {"bench", "--nope"}} {
 		var out, errOut bytes.Buffer
 		code := run(args, env(), &out, &errOut)
 		lines := strings.Split(strings.TrimRight(errOut.String(), "\n"), "\n")
