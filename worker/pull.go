@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
@@ -30,7 +31,8 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 			}
 		})
 	}
-	var lastErr time.Time
+	// A pull that keeps failing is logged once per interval, not per try.
+	errLog := rate.Sometimes{Interval: 10 * time.Second}
 	for ctx.Err() == nil {
 		n, wait := w.pullable()
 		if n == 0 {
@@ -42,10 +44,7 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.PullWait))
 		if err != nil {
 			close(end)
-			if time.Since(lastErr) > 10*time.Second {
-				w.log.Error().Err(err).Msg("pulling jobs failed; retrying")
-				lastErr = time.Now()
-			}
+			errLog.Do(func() { w.log.Error().Err(err).Msg("pulling jobs failed; retrying") })
 			w.sleep(ctx, time.Second)
 			continue
 		}
@@ -57,9 +56,8 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 			msgs <- msg
 		}
 		close(end)
-		if err := batch.Error(); err != nil && !benignFetchError(err) && time.Since(lastErr) > 10*time.Second {
-			w.log.Warn().Err(err).Msg("pull request ended with an error")
-			lastErr = time.Now()
+		if err := batch.Error(); err != nil && !benignFetchError(err) {
+			errLog.Do(func() { w.log.Warn().Err(err).Msg("pull request ended with an error") })
 		}
 	}
 }
