@@ -24,26 +24,24 @@ func (c Config) StreamConfigs() (jobs, results, dlq jetstream.StreamConfig) {
 		Duplicates:  c.DuplicateWindow,
 		Replicas:    c.Replicas,
 	}
-	results = jetstream.StreamConfig{
-		Name:        c.ResultsStream,
-		Description: "Tallyfy run deletion results, one per job",
-		Subjects:    []string{c.ResultsSubject + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		MaxAge:      c.ResultsMaxAge,
-		Duplicates:  c.DuplicateWindow,
-		Replicas:    c.Replicas,
-	}
-	dlq = jetstream.StreamConfig{
-		Name:        c.DLQStream,
-		Description: "Tallyfy run deletion dead letters",
-		Subjects:    []string{c.DLQSubject + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Duplicates:  c.DuplicateWindow,
-		Replicas:    c.Replicas,
-	}
+	results = c.recordStream(c.ResultsStream, "Tallyfy run deletion results, one per job", c.ResultsSubject, c.ResultsMaxAge)
+	dlq = c.recordStream(c.DLQStream, "Tallyfy run deletion dead letters", c.DLQSubject, 0)
 	return jobs, results, dlq
+}
+
+// recordStream is a stream of the jobs' records: messages on subject.<token>,
+// kept for maxAge (0 for ever), de-duplicated over the duplicate window.
+func (c Config) recordStream(name, description, subject string, maxAge time.Duration) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: description,
+		Subjects:    []string{subject + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      maxAge,
+		Duplicates:  c.DuplicateWindow,
+		Replicas:    c.Replicas,
+	}
 }
 
 // ConsumerConfig returns the durable consumer the worker provisions.
