@@ -108,66 +108,93 @@ type Scan struct {
 // starts: a job that a replay sends back to the dead-letter stream is not
 // picked up again.
 func ScanDeadLetters(ctx context.Context, js jetstream.JetStream, n worker.Config, f Filter) (*Scan, error) {
-	res := &Scan{Matching: -1}
+	sc := &scanner{n: n, f: f, res: &Scan{Matching: -1}}
 	cctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 	defer cancel()
 	stream, err := js.Stream(cctx, n.DLQStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return res, nil
+		return sc.res, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", n.DLQStream, err)
 	}
-	res.Exists = true
-	keep := func(d DeadLetter) bool {
-		if f.Reason != "" && d.Reason != f.Reason {
-			return false
-		}
-		if f.Org != "" && d.OrgID != f.Org {
-			return false
-		}
-		if f.Limit > 0 && len(res.Letters) == f.Limit {
-			res.More = true
-			return false
-		}
-		res.Letters = append(res.Letters, d)
-		return true
-	}
-
+	sc.res.Exists = true
 	if f.Seqs != nil {
-		for _, seq := range f.Seqs {
-			gctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
-			m, err := stream.GetMsg(gctx, seq)
-			cancel()
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				res.Missing = append(res.Missing, seq)
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("dead letter %d: %w", seq, err)
-			}
-			keep(newDeadLetter(m.Sequence, m.Subject, m.Header, m.Data, m.Time, n.DLQSubject))
-		}
-		return res, nil
+		err = sc.bySeq(ctx, stream)
+	} else {
+		err = sc.bySubject(ctx, cctx, stream)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return sc.res, nil
+}
 
+// scanner is one ScanDeadLetters.
+type scanner struct {
+	n   worker.Config
+	f   Filter
+	res *Scan
+}
+
+// keep adds d to the result if the filter selects it and the limit allows.
+func (sc *scanner) keep(d DeadLetter) bool {
+	f, res := sc.f, sc.res
+	if f.Reason != "" && d.Reason != f.Reason {
+		return false
+	}
+	if f.Org != "" && d.OrgID != f.Org {
+		return false
+	}
+	if f.Limit > 0 && len(res.Letters) == f.Limit {
+		res.More = true
+		return false
+	}
+	res.Letters = append(res.Letters, d)
+	return true
+}
+
+// bySeq reads the dead letters of the filter's sequence numbers, in their
+// order.
+func (sc *scanner) bySeq(ctx context.Context, stream jetstream.Stream) error {
+	for _, seq := range sc.f.Seqs {
+		gctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
+		m, err := stream.GetMsg(gctx, seq)
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			sc.res.Missing = append(sc.res.Missing, seq)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("dead letter %d: %w", seq, err)
+		}
+		sc.keep(newDeadLetter(m.Sequence, m.Subject, m.Header, m.Data, m.Time, sc.n.DLQSubject))
+	}
+	return nil
+}
+
+// bySubject reads the dead letters of the filter's reason (or all) with
+// an ordered consumer, up to the last stored when it starts. cctx bounds
+// the set-up calls; ctx, the reading.
+func (sc *scanner) bySubject(ctx, cctx context.Context, stream jetstream.Stream) error {
+	n, res := sc.n, sc.res
 	filter := n.DLQSubject + ".>"
-	if f.Reason != "" {
-		filter = n.DLQSubject + "." + f.Reason
+	if sc.f.Reason != "" {
+		filter = n.DLQSubject + "." + sc.f.Reason
 	}
 	info, err := stream.Info(cctx, jetstream.WithSubjectFilter(filter))
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", n.DLQStream, err)
+		return fmt.Errorf("stream %s: %w", n.DLQStream, err)
 	}
 	var count uint64
 	for _, c := range info.State.Subjects {
 		count += c
 	}
-	if f.Org == "" {
+	if sc.f.Org == "" {
 		res.Matching = int(count)
 	}
 	if count == 0 {
-		return res, nil
+		return nil
 	}
 	last := info.State.LastSeq
 	cons, err := stream.OrderedConsumer(cctx, jetstream.OrderedConsumerConfig{
@@ -175,33 +202,33 @@ func ScanDeadLetters(ctx context.Context, js jetstream.JetStream, n worker.Confi
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
+		return fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
+		return fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
 	}
 	defer it.Stop()
 	for {
 		m, err := nextDeadLetter(ctx, cons, it)
 		if errors.Is(err, errNoMoreDeadLetters) {
-			return res, nil
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
+			return fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
 		}
 		meta, err := m.Metadata()
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
+			return fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
 		}
 		if meta.Sequence.Stream > last {
-			return res, nil
+			return nil
 		}
-		if !keep(newDeadLetter(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data(), meta.Timestamp, n.DLQSubject)) && res.More {
-			return res, nil
+		if !sc.keep(newDeadLetter(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data(), meta.Timestamp, n.DLQSubject)) && res.More {
+			return nil
 		}
 		if meta.NumPending == 0 || meta.Sequence.Stream == last {
-			return res, nil
+			return nil
 		}
 	}
 }
