@@ -271,7 +271,12 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 		fmt.Fprintf(errw, "dry run: %d dead letters would be replayed to %s; nothing changed\n", len(scan.Letters), cfg.Names.JobsSubject)
 		return 0
 	}
+	return replayLetters(ctx, js, &cfg, scan.Letters, perSecond, stdout, errw)
+}
 
+// replayLetters replays letters and prints the summary; it returns the
+// exit status.
+func replayLetters(ctx context.Context, js jetstream.JetStream, cfg *settings.Tool, letters []ops.DeadLetter, perSecond int, stdout, errw io.Writer) int {
 	r, err := ops.NewReplayer(ctx, js, cfg.Names)
 	if errors.Is(err, ops.ErrNoJobsStream) {
 		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: the jobs stream %s does not exist: start a worker (it creates the streams), or create it\n", cfg.Names.JobsStream)
@@ -282,8 +287,8 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 		return 1
 	}
 
-	prog := cli.NewProgress(errw, "replay", len(scan.Letters))
-	res := r.Replay(ctx, scan.Letters, ops.ReplayOptions{PerSecond: perSecond, OnLetter: func(rep ops.ReplayReport) {
+	prog := cli.NewProgress(errw, "replay", len(letters))
+	res := r.Replay(ctx, letters, ops.ReplayOptions{PerSecond: perSecond, OnLetter: func(rep ops.ReplayReport) {
 		d := rep.Letter
 		if rep.Err != nil {
 			prog.Logf("dead letter %d (%s %s/%s): not replayed, kept: %v", d.Seq, d.Reason, cli.Cell(d.OrgID), cli.Cell(d.RunID), rep.Err)

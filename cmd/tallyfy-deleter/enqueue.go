@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -65,21 +66,11 @@ func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdo
 
 	var jobs *ops.Jobs
 	if !check {
-		js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "enqueue", errw)
-		if err != nil {
-			fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
+		var disconnect func()
+		if jobs, disconnect, ok = openJobs(ctx, &cfg, errw); !ok {
 			return 1
 		}
 		defer disconnect()
-		jobs, err = ops.OpenJobs(ctx, js, cfg.Names)
-		if errors.Is(err, ops.ErrNoJobsStream) {
-			fmt.Fprintf(errw, "tallyfy-deleter enqueue: the jobs stream %s does not exist: start a worker (it creates the streams), or create it\n", cfg.Names.JobsStream)
-			return 1
-		}
-		if err != nil {
-			fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
-			return 1
-		}
 	}
 
 	prog := cli.NewProgress(errw, "enqueue", src.total)
@@ -93,25 +84,56 @@ func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdo
 		prog.Add(1)
 	}})
 	prog.Done()
-	stopped := ""
-	var st *ops.StoppedError
-	if errors.As(err, &st) {
-		switch {
-		case errors.Is(err, ops.ErrTooManyFailures):
-			stopped = fmt.Sprintf("%d publishes failed, giving up: %s %d and later were not read", ops.MaxPublishFailures, src.unit, st.At)
-		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-			stopped = fmt.Sprintf("interrupted: %s %d and later were not read", src.unit, st.At)
-		default:
-			stopped = fmt.Sprintf("reading %s %d: %v", src.unit, st.At, st.Err)
-		}
-	}
+	stopped := stoppedMessage(ctx, err, src.unit)
 	if stopped != "" {
 		fmt.Fprintf(errw, "tallyfy-deleter enqueue: %s\n", stopped)
 	}
+	return printEnqueueSummary(stdout, errw, res, jobs, stopped != "")
+}
 
-	if check {
+// openJobs connects and looks up the jobs stream. On failure it has
+// reported why.
+func openJobs(ctx context.Context, cfg *settings.Tool, errw io.Writer) (*ops.Jobs, func(), bool) {
+	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "enqueue", errw)
+	if err != nil {
+		fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
+		return nil, nil, false
+	}
+	jobs, err := ops.OpenJobs(ctx, js, cfg.Names)
+	if errors.Is(err, ops.ErrNoJobsStream) {
+		fmt.Fprintf(errw, "tallyfy-deleter enqueue: the jobs stream %s does not exist: start a worker (it creates the streams), or create it\n", cfg.Names.JobsStream)
+	} else if err != nil {
+		fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
+	}
+	if err != nil {
+		disconnect()
+		return nil, nil, false
+	}
+	return jobs, disconnect, true
+}
+
+// stoppedMessage says why ops.Enqueue stopped early, or is empty when it
+// read every line.
+func stoppedMessage(ctx context.Context, err error, unit string) string {
+	var st *ops.StoppedError
+	switch {
+	case !errors.As(err, &st):
+		return ""
+	case errors.Is(err, ops.ErrTooManyFailures):
+		return fmt.Sprintf("%d publishes failed, giving up: %s %d and later were not read", ops.MaxPublishFailures, unit, st.At)
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return fmt.Sprintf("interrupted: %s %d and later were not read", unit, st.At)
+	default:
+		return fmt.Sprintf("reading %s %d: %v", unit, st.At, st.Err)
+	}
+}
+
+// printEnqueueSummary prints the summary line (and a word on duplicates)
+// and returns the exit status. jobs is nil for --check.
+func printEnqueueSummary(stdout, errw io.Writer, res ops.EnqueueResult, jobs *ops.Jobs, stopped bool) int {
+	if jobs == nil {
 		fmt.Fprintf(stdout, "enqueue --check: %d valid, %d rejected; nothing published\n", res.Valid, res.Rejected)
-		if res.Rejected > 0 || stopped != "" {
+		if res.Rejected > 0 || stopped {
 			return 1
 		}
 		return 0
@@ -124,7 +146,7 @@ func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdo
 	if res.Duplicates > 0 {
 		fmt.Fprintf(errw, "tallyfy-deleter enqueue: duplicates are jobs (same org_id, run_id and request_id) already published within the jobs stream's duplicate window (%s); they were not published again\n", jobs.DuplicateWindow)
 	}
-	if res.Rejected > 0 || res.Failed > 0 || stopped != "" {
+	if res.Rejected > 0 || res.Failed > 0 || stopped {
 		return 1
 	}
 	return 0
