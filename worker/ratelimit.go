@@ -87,13 +87,3 @@ func (l *limiter) set(r rate.Limit, now time.Time) {
 	l.lastChange = now
 	l.lim.SetLimitAt(now, r)
 }
-
-// current is the rate in use; +Inf when unlimited.
-func (l *limiter) current() float64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.cur == rate.Inf {
-		return math.Inf(1)
-	}
-	return float64(l.cur)
-}
