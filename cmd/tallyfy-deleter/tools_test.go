@@ -212,40 +212,7 @@ org1,r4,gdpr-4
 		t.Errorf("dead letters %+v, want 2 not_archived", st.DeadLetters)
 	}
 
-	code, out, errOut = e.tool("dlq", "ls", "--reason", "not_archived")
-	if code != 0 {
-		t.Fatalf("dlq ls: exit %d\n%s", code, errOut)
-	}
-	rows := tableRows(out)
-	if len(rows) != 2 || !strings.HasPrefix(out, "SEQ") {
-		t.Fatalf("dlq ls: want a header and 2 rows:\n%s", out)
-	}
-	for _, row := range rows {
-		for _, want := range []string{"not_archived", "422", "org1", "isn't archived"} {
-			if !strings.Contains(row, want) {
-				t.Errorf("dlq ls row lacks %q: %s", want, row)
-			}
-		}
-	}
-	// The worker runs jobs concurrently: either order.
-	if runs := regexp.MustCompile(`\sr[45]\s`).FindAllString(out, -1); len(runs) != 2 || runs[0] == runs[1] {
-		t.Errorf("dlq ls does not show r4 and r5:\n%s", out)
-	}
-
-	code, out, _ = e.tool("dlq", "ls", "--json")
-	if code != 0 {
-		t.Fatalf("dlq ls --json: exit %d", code)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var d ops.DeadLetter
-		if err := json.Unmarshal([]byte(line), &d); err != nil {
-			t.Fatalf("dlq ls --json line is not JSON: %v\n%s", err, line)
-		}
-		if d.Reason != "not_archived" || d.Status != 422 || d.OrgID != "org1" || d.Attempts != 1 || d.JobSeq == 0 ||
-			d.Headers[worker.HeaderWorker][0] != "tools-test" || !strings.Contains(d.Body, d.RunID) {
-			t.Errorf("dlq ls --json: %+v", d)
-		}
-	}
+	checkListed(t, e)
 
 	api.ArchiveRun("org1", "r4")
 	api.ArchiveRun("org1", "r5")
@@ -279,6 +246,46 @@ org1,r4,gdpr-4
 	}
 	if n := api.DeleteCount("org1", "r4"); n != 2 {
 		t.Errorf("r4 was asked to be deleted %d times, want 2 (the 422, then the replay)", n)
+	}
+}
+
+// checkListed: dlq ls, as a table and as JSON, shows TestToolsEndToEnd's
+// two not_archived dead letters, r4 and r5.
+func checkListed(t *testing.T, e *toolsEnv) {
+	t.Helper()
+	code, out, errOut := e.tool("dlq", "ls", "--reason", "not_archived")
+	if code != 0 {
+		t.Fatalf("dlq ls: exit %d\n%s", code, errOut)
+	}
+	rows := tableRows(out)
+	if len(rows) != 2 || !strings.HasPrefix(out, "SEQ") {
+		t.Fatalf("dlq ls: want a header and 2 rows:\n%s", out)
+	}
+	for _, row := range rows {
+		for _, want := range []string{"not_archived", "422", "org1", "isn't archived"} {
+			if !strings.Contains(row, want) {
+				t.Errorf("dlq ls row lacks %q: %s", want, row)
+			}
+		}
+	}
+	// The worker runs jobs concurrently: either order.
+	if runs := regexp.MustCompile(`\sr[45]\s`).FindAllString(out, -1); len(runs) != 2 || runs[0] == runs[1] {
+		t.Errorf("dlq ls does not show r4 and r5:\n%s", out)
+	}
+
+	code, out, _ = e.tool("dlq", "ls", "--json")
+	if code != 0 {
+		t.Fatalf("dlq ls --json: exit %d", code)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var d ops.DeadLetter
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("dlq ls --json line is not JSON: %v\n%s", err, line)
+		}
+		if d.Reason != "not_archived" || d.Status != 422 || d.OrgID != "org1" || d.Attempts != 1 || d.JobSeq == 0 ||
+			d.Headers[worker.HeaderWorker][0] != "tools-test" || !strings.Contains(d.Body, d.RunID) {
+			t.Errorf("dlq ls --json: %+v", d)
+		}
 	}
 }
 
@@ -521,41 +528,7 @@ func TestDLQReplaySelection(t *testing.T) {
 		}
 	})
 
-	t.Run("ls filters", func(t *testing.T) {
-		tests := []struct {
-			args     []string
-			wantSeqs []uint64
-			wantNote string
-		}{
-			{nil, []uint64{s1, s2, s3, s4}, ""},
-			{[]string{"--org", "org1"}, []uint64{s1, s3}, ""},
-			{[]string{"--reason", "not_archived", "--org", "org2"}, []uint64{s2}, ""},
-			{[]string{"--limit", "2"}, []uint64{s1, s2}, "2 of 4 dead letters shown"},
-			{[]string{"--org", "org1", "--limit", "1"}, []uint64{s1}, "more match"},
-			{[]string{"--seq", fmt.Sprintf("%d,%d,99", s4, s2)}, []uint64{s4, s2}, "no dead letter 99"},
-			{[]string{"--reason", "rejected"}, nil, "no dead letters match"},
-		}
-		for _, tc := range tests {
-			t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-				code, out, errOut := e.tool(append([]string{"dlq", "ls"}, tc.args...)...)
-				if code != 0 {
-					t.Fatalf("exit %d\n%s", code, errOut)
-				}
-				var got []uint64
-				for _, r := range tableRows(out) {
-					var seq uint64
-					fmt.Sscan(r, &seq)
-					got = append(got, seq)
-				}
-				if fmt.Sprint(got) != fmt.Sprint(tc.wantSeqs) {
-					t.Errorf("seqs %v, want %v\n%s", got, tc.wantSeqs, out)
-				}
-				if !strings.Contains(errOut, tc.wantNote) {
-					t.Errorf("stderr lacks %q:\n%s", tc.wantNote, errOut)
-				}
-			})
-		}
-	})
+	t.Run("ls filters", func(t *testing.T) { testDLQLsFilters(t, e, s1, s2, s3, s4) })
 
 	t.Run("ls --json of an invalid job", func(t *testing.T) {
 		code, out, _ := e.tool("dlq", "ls", "--reason", "invalid_job", "--json")
@@ -568,27 +541,7 @@ func TestDLQReplaySelection(t *testing.T) {
 		}
 	})
 
-	t.Run("replay one by seq", func(t *testing.T) {
-		code, out, errOut := e.tool("dlq", "replay", "--seq", fmt.Sprint(s2))
-		if code != 0 || out != "replay: 1 replayed, 0 duplicates, 0 failed\n" {
-			t.Fatalf("exit %d, %q\n%s", code, out, errOut)
-		}
-		if jobs() != 1 || dlq() != 3 {
-			t.Errorf("%d jobs, %d dead letters; want 1 and 3", jobs(), dlq())
-		}
-		s, _ := e.js.Stream(context.Background(), worker.DefaultJobsStream)
-		m, err := s.GetLastMsgForSubject(context.Background(), worker.DefaultJobsSubject)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(m.Data) != body("org2", "r2") || m.Header.Get(jetstream.MsgIDHeader) != fmt.Sprintf("replay-%d", s2) {
-			t.Errorf("replayed job %s %v", m.Data, m.Header)
-		}
-		code, out, errOut = e.tool("dlq", "replay", "--seq", fmt.Sprint(s2))
-		if code != 0 || !strings.Contains(errOut, fmt.Sprintf("no dead letter %d", s2)) || !strings.Contains(out, "nothing to do") {
-			t.Errorf("replaying it again: exit %d\n%s%s", code, out, errOut)
-		}
-	})
+	t.Run("replay one by seq", func(t *testing.T) { testReplayOneBySeq(t, e, s2, body) })
 
 	t.Run("replay by reason and org, rate-limited", func(t *testing.T) {
 		code, out, errOut := e.tool("dlq", "replay", "--reason", "not_archived", "--org", "org1", "--rate", "50")
@@ -600,22 +553,7 @@ func TestDLQReplaySelection(t *testing.T) {
 		}
 	})
 
-	t.Run("a dead letter replayed before is removed, not published twice", func(t *testing.T) {
-		// As if an earlier replay published it and then failed to delete it.
-		m := nats.NewMsg(worker.DefaultJobsSubject)
-		m.Data = []byte(body("org1", "r3"))
-		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay-%d", s3))
-		if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-			t.Fatal(err)
-		}
-		code, out, errOut := e.tool("dlq", "replay", "--seq", fmt.Sprint(s3))
-		if code != 0 || out != "replay: 0 replayed, 1 duplicates, 0 failed\n" {
-			t.Fatalf("exit %d, %q\n%s", code, out, errOut)
-		}
-		if jobs() != 3 || dlq() != 1 {
-			t.Errorf("%d jobs, %d dead letters; want 3 and 1", jobs(), dlq())
-		}
-	})
+	t.Run("a dead letter replayed before is removed, not published twice", func(t *testing.T) { testReplayedBefore(t, e, s3, body) })
 
 	t.Run("bad flags", func(t *testing.T) {
 		for _, args := range [][]string{
@@ -631,6 +569,91 @@ func TestDLQReplaySelection(t *testing.T) {
 			}
 		}
 	})
+}
+
+// testDLQLsFilters: dlq ls shows what the selection flags pick, s1 to s4
+// being TestDLQReplaySelection's dead letters.
+func testDLQLsFilters(t *testing.T, e *toolsEnv, s1, s2, s3, s4 uint64) {
+	tests := []struct {
+		args     []string
+		wantSeqs []uint64
+		wantNote string
+	}{
+		{nil, []uint64{s1, s2, s3, s4}, ""},
+		{[]string{"--org", "org1"}, []uint64{s1, s3}, ""},
+		{[]string{"--reason", "not_archived", "--org", "org2"}, []uint64{s2}, ""},
+		{[]string{"--limit", "2"}, []uint64{s1, s2}, "2 of 4 dead letters shown"},
+		{[]string{"--org", "org1", "--limit", "1"}, []uint64{s1}, "more match"},
+		{[]string{"--seq", fmt.Sprintf("%d,%d,99", s4, s2)}, []uint64{s4, s2}, "no dead letter 99"},
+		{[]string{"--reason", "rejected"}, nil, "no dead letters match"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, out, errOut := e.tool(append([]string{"dlq", "ls"}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d\n%s", code, errOut)
+			}
+			var got []uint64
+			for _, r := range tableRows(out) {
+				var seq uint64
+				fmt.Sscan(r, &seq)
+				got = append(got, seq)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.wantSeqs) {
+				t.Errorf("seqs %v, want %v\n%s", got, tc.wantSeqs, out)
+			}
+			if !strings.Contains(errOut, tc.wantNote) {
+				t.Errorf("stderr lacks %q:\n%s", tc.wantNote, errOut)
+			}
+		})
+	}
+}
+
+// testReplayOneBySeq: dlq replay --seq replays that dead letter alone, and
+// finds nothing to do the second time.
+func testReplayOneBySeq(t *testing.T, e *toolsEnv, s2 uint64, body func(org, run string) string) {
+	jobs := func() uint64 { return e.msgs(worker.DefaultJobsStream) }
+	dlq := func() uint64 { return e.msgs(worker.DefaultDLQStream) }
+	code, out, errOut := e.tool("dlq", "replay", "--seq", fmt.Sprint(s2))
+	if code != 0 || out != "replay: 1 replayed, 0 duplicates, 0 failed\n" {
+		t.Fatalf("exit %d, %q\n%s", code, out, errOut)
+	}
+	if jobs() != 1 || dlq() != 3 {
+		t.Errorf("%d jobs, %d dead letters; want 1 and 3", jobs(), dlq())
+	}
+	s, _ := e.js.Stream(context.Background(), worker.DefaultJobsStream)
+	m, err := s.GetLastMsgForSubject(context.Background(), worker.DefaultJobsSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != body("org2", "r2") || m.Header.Get(jetstream.MsgIDHeader) != fmt.Sprintf("replay-%d", s2) {
+		t.Errorf("replayed job %s %v", m.Data, m.Header)
+	}
+	code, out, errOut = e.tool("dlq", "replay", "--seq", fmt.Sprint(s2))
+	if code != 0 || !strings.Contains(errOut, fmt.Sprintf("no dead letter %d", s2)) || !strings.Contains(out, "nothing to do") {
+		t.Errorf("replaying it again: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// testReplayedBefore: a dead letter whose replay is already in the jobs
+// stream is removed, not published twice.
+func testReplayedBefore(t *testing.T, e *toolsEnv, s3 uint64, body func(org, run string) string) {
+	jobs := func() uint64 { return e.msgs(worker.DefaultJobsStream) }
+	dlq := func() uint64 { return e.msgs(worker.DefaultDLQStream) }
+	// As if an earlier replay published it and then failed to delete it.
+	m := nats.NewMsg(worker.DefaultJobsSubject)
+	m.Data = []byte(body("org1", "r3"))
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay-%d", s3))
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := e.tool("dlq", "replay", "--seq", fmt.Sprint(s3))
+	if code != 0 || out != "replay: 0 replayed, 1 duplicates, 0 failed\n" {
+		t.Fatalf("exit %d, %q\n%s", code, out, errOut)
+	}
+	if jobs() != 3 || dlq() != 1 {
+		t.Errorf("%d jobs, %d dead letters; want 3 and 1", jobs(), dlq())
+	}
 }
 
 func TestDLQWithoutStreams(t *testing.T) {
