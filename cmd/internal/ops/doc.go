@@ -1,12 +1,40 @@
-// Package ops is what the operator tools of tallyfy-deleter (status, and
-// the dead-letter and enqueue tools) do, apart from their command lines
-// and their output: functions that take a JetStream context and typed
-// options, and return typed results. They print nothing; the binary
-// parses flags, connects, calls ops and prints.
+// Package ops is what the operator tools of tallyfy-deleter do (enqueue,
+// dlq ls, dlq replay, status), apart from their command lines and their
+// output: functions that take a context first, a JetStream context (or a
+// handle opened from one) and typed options, and return typed results.
+// They print nothing and never exit; what happens to each item is
+// reported to a callback, whose calls never overlap. The binary parses
+// flags, connects, calls ops and prints.
 //
-//	rep, err := ops.Status(ctx, js, names)
+//   - Enqueue reads job lines (JSON or CSV) from a Source, validates each as
+//     the worker would, and publishes the valid ones to the Jobs that
+//     OpenJobs looked up, each with a Nats-Msg-Id that makes a second
+//     enqueue of the same job a duplicate.
+//   - ScanDeadLetters reads the dead letters a Filter selects, changing
+//     nothing (so a dry run of a replay is a scan alone); a Replayer
+//     re-publishes them as jobs, at a capped rate, and removes each once the
+//     jobs stream has confirmed it.
+//   - Status counts the backlog, the dead letters by reason and the result
+//     events by outcome.
+//
+// Replaying the dead letters of one reason:
+//
+//	scan, err := ops.ScanDeadLetters(ctx, js, names, ops.Filter{Reason: "not_archived"})
 //	if err != nil {
 //		return err
 //	}
-//	fmt.Println(rep.Jobs.Consumer.Backlog, rep.DeadLetters.ByReason["not_archived"])
+//	r, err := ops.NewReplayer(ctx, js, names) // errors.Is(err, ops.ErrNoJobsStream): no worker ran yet
+//	if err != nil {
+//		return err
+//	}
+//	res := r.Replay(ctx, scan.Letters, ops.ReplayOptions{PerSecond: 10, OnLetter: func(rep ops.ReplayReport) {
+//		if rep.Err != nil {
+//			log.Printf("dead letter %d kept: %v", rep.Letter.Seq, rep.Err)
+//		}
+//	}})
+//	fmt.Printf("%d replayed, %d failed\n", res.Replayed, res.Failed)
+//
+// names is a worker.Config with only its stream, subject and consumer
+// names set (settings.Tool.Names). Every NATS call is bounded by
+// cli.ToolTimeout.
 package ops

@@ -100,6 +100,7 @@ func CountLines(f *os.File) (int, error) {
 // skipped, not read into memory.
 type LineReader struct{ r *bufio.Reader }
 
+// NewLineReader reads the lines of r.
 func NewLineReader(r io.Reader) *LineReader {
 	return &LineReader{r: bufio.NewReaderSize(r, worker.MaxJobSize+2)} // + "\r\n"
 }
