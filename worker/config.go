@@ -237,13 +237,13 @@ func (c Config) Validate() error {
 			bad("DELETER_BACKOFF step %s is longer than DELETER_DUPLICATE_WINDOW %s: a retried job could publish its outcome twice", b, c.DuplicateWindow)
 		}
 	}
-	for name, d := range map[string]time.Duration{
-		"DELETER_ACK_WAIT": c.AckWait, "DELETER_API_TIMEOUT": c.APITimeout,
-		"DELETER_BREAKER_TIMEOUT": c.BreakerTimeout, "DELETER_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
-		"DELETER_DUPLICATE_WINDOW": c.DuplicateWindow, "DELETER_RESULTS_MAX_AGE": c.ResultsMaxAge,
+	for _, s := range []named[time.Duration]{
+		{"DELETER_ACK_WAIT", c.AckWait}, {"DELETER_API_TIMEOUT", c.APITimeout},
+		{"DELETER_BREAKER_TIMEOUT", c.BreakerTimeout}, {"DELETER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"DELETER_DUPLICATE_WINDOW", c.DuplicateWindow}, {"DELETER_RESULTS_MAX_AGE", c.ResultsMaxAge},
 	} {
-		if d < 0 {
-			bad("%s must not be negative, not %s", name, d)
+		if s.value < 0 {
+			bad("%s must not be negative, not %s", s.name, s.value)
 		}
 	}
 	if c.AckWait > 0 && c.AckWait < time.Second {
@@ -281,20 +281,21 @@ func (c Config) Validate() error {
 			bad("TALLYFY_ALLOWED_ORGS entry %q is not '*' nor 1 to 64 letters, digits, '-' or '_'", o)
 		}
 	}
-	for name, s := range map[string]string{
-		"DELETER_JOBS_STREAM": c.JobsStream, "DELETER_RESULTS_STREAM": c.ResultsStream,
-		"DELETER_DLQ_STREAM": c.DLQStream, "DELETER_CONSUMER": c.Consumer,
+	for _, n := range []named[string]{
+		{"DELETER_JOBS_STREAM", c.JobsStream}, {"DELETER_RESULTS_STREAM", c.ResultsStream},
+		{"DELETER_DLQ_STREAM", c.DLQStream}, {"DELETER_CONSUMER", c.Consumer},
 	} {
-		if strings.ContainsAny(s, " \t\r\n.*>/\\") {
-			bad("%s %q must not contain spaces, '.', '*', '>', '/' or '\\'", name, s)
+		if strings.ContainsAny(n.value, " \t\r\n.*>/\\") {
+			bad("%s %q must not contain spaces, '.', '*', '>', '/' or '\\'", n.name, n.value)
 		}
 	}
-	for name, s := range map[string]string{
-		"DELETER_JOBS_SUBJECT": c.JobsSubject, "DELETER_RESULTS_SUBJECT": c.ResultsSubject,
-		"DELETER_DLQ_SUBJECT": c.DLQSubject,
+	for _, n := range []named[string]{
+		{"DELETER_JOBS_SUBJECT", c.JobsSubject}, {"DELETER_RESULTS_SUBJECT", c.ResultsSubject},
+		{"DELETER_DLQ_SUBJECT", c.DLQSubject},
 	} {
+		s := n.value
 		if strings.ContainsAny(s, " \t\r\n*>") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
-			bad("%s %q is not a plain subject (no wildcards, spaces or empty tokens)", name, s)
+			bad("%s %q is not a plain subject (no wildcards, spaces or empty tokens)", n.name, s)
 		}
 	}
 	if c.ResultsSubject == c.DLQSubject || c.ResultsSubject == c.JobsSubject || c.DLQSubject == c.JobsSubject ||
@@ -305,6 +306,13 @@ func (c Config) Validate() error {
 		bad("DELETER_JOBS_STREAM, DELETER_RESULTS_STREAM and DELETER_DLQ_STREAM must differ")
 	}
 	return errors.Join(errs...)
+}
+
+// named is a setting's value with the name Validate's messages give it; a
+// list of them keeps the messages in a fixed order, as a map would not.
+type named[T any] struct {
+	name  string
+	value T
 }
 
 func (c Config) policy() Policy {
