@@ -222,7 +222,14 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	c.checkLimits(bad)
+	c.checkOrgs(bad)
+	c.checkNames(bad)
+	return errors.Join(errs...)
+}
 
+// checkLimits reports the numbers and durations that cannot work.
+func (c Config) checkLimits(bad func(format string, a ...any)) {
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("DELETER_CONCURRENCY must be between 1 and 10000, not %d", c.Concurrency)
 	}
@@ -270,6 +277,11 @@ func (c Config) Validate() error {
 	if c.Replicas < 1 || c.Replicas > 5 {
 		bad("DELETER_STREAM_REPLICAS must be between 1 and 5, not %d", c.Replicas)
 	}
+}
+
+// checkOrgs reports organization IDs that are not IDs, and an allow-list
+// that refuses everything.
+func (c Config) checkOrgs(bad func(format string, a ...any)) {
 	if c.DefaultOrg != "" && !tallyfy.ValidID(c.DefaultOrg) {
 		bad("TALLYFY_ORG_ID %q is not 1 to 64 letters, digits, '-' or '_'", c.DefaultOrg)
 	}
@@ -281,6 +293,11 @@ func (c Config) Validate() error {
 			bad("TALLYFY_ALLOWED_ORGS entry %q is not '*' nor 1 to 64 letters, digits, '-' or '_'", o)
 		}
 	}
+}
+
+// checkNames reports stream, consumer and subject names JetStream would
+// refuse or that would collide.
+func (c Config) checkNames(bad func(format string, a ...any)) {
 	for _, n := range []named[string]{
 		{"DELETER_JOBS_STREAM", c.JobsStream}, {"DELETER_RESULTS_STREAM", c.ResultsStream},
 		{"DELETER_DLQ_STREAM", c.DLQStream}, {"DELETER_CONSUMER", c.Consumer},
@@ -305,7 +322,6 @@ func (c Config) Validate() error {
 	if c.JobsStream == c.ResultsStream || c.JobsStream == c.DLQStream || c.ResultsStream == c.DLQStream {
 		bad("DELETER_JOBS_STREAM, DELETER_RESULTS_STREAM and DELETER_DLQ_STREAM must differ")
 	}
-	return errors.Join(errs...)
 }
 
 // named is a setting's value with the name Validate's messages give it; a

@@ -109,23 +109,8 @@ func validRequestID(s string) bool {
 // the worker's per-job hot path: encoding/json's token API cost more than
 // the rest of a job's CPU together.
 func decodeFields(data []byte, job *Job) error {
-	if len(bytes.TrimSpace(data)) == 0 {
-		return invalid("body is empty")
-	}
-	if len(data) > MaxJobSize {
-		return invalid(fmt.Sprintf("body is %d bytes, more than the %d allowed", len(data), MaxJobSize))
-	}
-	if !utf8.Valid(data) {
-		return invalid("body is not valid UTF-8")
-	}
-	if !json.Valid(data) {
-		// Off the hot path: say which of the two it is.
-		dec := json.NewDecoder(bytes.NewReader(data))
-		var first json.RawMessage
-		if dec.Decode(&first) == nil {
-			return invalid("body has data after the JSON object")
-		}
-		return invalid("body is not valid JSON")
+	if err := checkBody(data); err != nil {
+		return err
 	}
 	s := scan{b: data}
 	if s.ws() != '{' {
@@ -148,20 +133,11 @@ func decodeFields(data []byte, job *Job) error {
 		s.ws()
 		s.i++ // ':'
 		c := s.ws()
-		idx := -1
-		switch key {
-		case "org_id":
-			idx = 0
-		case "run_id":
-			idx = 1
-		case "request_id":
-			idx = 2
-		default:
-			for _, known := range []string{"org_id", "run_id", "request_id"} {
-				if strings.EqualFold(key, known) {
-					return invalid(fmt.Sprintf("field %q is not %q: field names are case-sensitive", key, known))
-				}
-			}
+		idx, err := fieldIndex(key)
+		if err != nil {
+			return err
+		}
+		if idx < 0 {
 			s.skip()
 			continue
 		}
@@ -194,6 +170,49 @@ func decodeFields(data []byte, job *Job) error {
 			job.RequestID = v
 		}
 	}
+}
+
+// checkBody refuses, before any scan, a body that cannot be a job.
+func checkBody(data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return invalid("body is empty")
+	}
+	if len(data) > MaxJobSize {
+		return invalid(fmt.Sprintf("body is %d bytes, more than the %d allowed", len(data), MaxJobSize))
+	}
+	if !utf8.Valid(data) {
+		return invalid("body is not valid UTF-8")
+	}
+	if !json.Valid(data) {
+		// Off the hot path: say which of the two it is.
+		dec := json.NewDecoder(bytes.NewReader(data))
+		var first json.RawMessage
+		if dec.Decode(&first) == nil {
+			return invalid("body has data after the JSON object")
+		}
+		return invalid("body is not valid JSON")
+	}
+	return nil
+}
+
+// fieldIndex is key's index among the job's fields (org_id, run_id,
+// request_id), or -1 for a field the job does not have; a near miss is an
+// error.
+func fieldIndex(key string) (int, error) {
+	switch key {
+	case "org_id":
+		return 0, nil
+	case "run_id":
+		return 1, nil
+	case "request_id":
+		return 2, nil
+	}
+	for _, known := range []string{"org_id", "run_id", "request_id"} {
+		if strings.EqualFold(key, known) {
+			return -1, invalid(fmt.Sprintf("field %q is not %q: field names are case-sensitive", key, known))
+		}
+	}
+	return -1, nil
 }
 
 // scan walks JSON that json.Valid has accepted.
