@@ -63,11 +63,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		f(c)
 	}
 	// Every series a dashboard or alert names exists from the start.
-	for _, o := range []Outcome{OutcomeDeleted, OutcomeNotFound, OutcomeDryRun} {
-		m.jobs.WithLabelValues(string(o), "")
+	for _, o := range Outcomes {
+		if o != OutcomeDeadLettered {
+			m.jobs.WithLabelValues(string(o), "")
+		}
 	}
-	for _, r := range []Reason{ReasonNotArchived, ReasonForbidden, ReasonRejected, ReasonRetriesExhausted,
-		ReasonInvalidJob, ReasonOrgNotAllowed, ReasonMaxDeliveries} {
+	for _, r := range Reasons {
 		m.jobs.WithLabelValues(string(OutcomeDeadLettered), string(r))
 	}
 	for _, k := range []string{kindResult, kindDeadLetter, kindAck} {

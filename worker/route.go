@@ -43,6 +43,14 @@ const (
 	ReasonMaxDeliveries Reason = "max_deliveries"
 )
 
+// Outcomes lists every Outcome, and Reasons every Reason, in the order
+// above: for metrics, dashboards and documentation.
+var (
+	Outcomes = []Outcome{OutcomeDeleted, OutcomeNotFound, OutcomeDeadLettered, OutcomeDryRun}
+	Reasons  = []Reason{ReasonNotArchived, ReasonForbidden, ReasonRejected, ReasonRetriesExhausted,
+		ReasonInvalidJob, ReasonOrgNotAllowed, ReasonMaxDeliveries}
+)
+
 // ErrStillExists: the API answered 404 to the delete, but the run is still
 // there (Tallyfy documents 404 also for "not archived").
 var ErrStillExists = errors.New("delete answered 404 but the run still exists: it is probably not archived")
