@@ -11,6 +11,7 @@ import (
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/ops"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
 const statusHelp = `
@@ -90,7 +91,7 @@ func printStatus(w io.Writer, r *ops.StatusReport) {
 		fmt.Fprintf(tw, "DEAD LETTERS  stream %s: not created yet\n", d.Stream)
 	} else {
 		fmt.Fprintf(tw, "DEAD LETTERS  stream %s, by reason\n", d.Stream)
-		printCounts(tw, d.ByReason, ops.ReasonNames(), d.Total)
+		printCounts(tw, d.ByReason, worker.Reasons, d.Total)
 	}
 	fmt.Fprintln(tw)
 
@@ -104,16 +105,18 @@ func printStatus(w io.Writer, r *ops.StatusReport) {
 		kept = ", events of the last " + res.MaxAge
 	}
 	fmt.Fprintf(tw, "RESULTS  stream %s, by outcome%s\n", res.Stream, kept)
-	printCounts(tw, res.ByOutcome, ops.OutcomeNames(), res.Total)
+	printCounts(tw, res.ByOutcome, worker.Outcomes, res.Total)
 }
 
-// printCounts prints counts in the order of known, then any others by
-// name.
-func printCounts(tw io.Writer, counts map[string]uint64, known []string, total uint64) {
-	keys := slices.Clone(known)
-	var others []string
+// printCounts prints counts in the order of known (the worker's reasons
+// or outcomes), then any others by name.
+func printCounts[K ~string](tw io.Writer, counts map[string]uint64, known []K, total uint64) {
+	var keys, others []string
+	for _, k := range known {
+		keys = append(keys, string(k))
+	}
 	for k := range counts {
-		if !slices.Contains(known, k) {
+		if !slices.Contains(keys, k) {
 			others = append(others, k)
 		}
 	}

@@ -722,7 +722,7 @@ func TestStatus(t *testing.T) {
 	if !st.Jobs.Exists || st.Jobs.Messages != 3 || !c.Exists || c.Backlog != 2 || c.AckPending != 1 || c.Redelivered != 1 {
 		t.Errorf("jobs %+v", st.Jobs)
 	}
-	if d := st.DeadLetters; d.Total != 3 || d.ByReason["not_archived"] != 2 || d.ByReason["forbidden"] != 1 || len(d.ByReason) != len(ops.ReasonNames()) {
+	if d := st.DeadLetters; d.Total != 3 || d.ByReason["not_archived"] != 2 || d.ByReason["forbidden"] != 1 || len(d.ByReason) != len(worker.Reasons) {
 		t.Errorf("dead letters %+v", d)
 	}
 	if r := st.Results; r.Total != 3 || r.ByOutcome["deleted"] != 2 || r.ByOutcome["not_found"] != 1 || r.MaxAge != "336h0m0s" {

@@ -63,38 +63,6 @@ type ResultsStatus struct {
 	ByOutcome map[string]uint64 `json:"by_outcome"`
 }
 
-// Every reason and outcome the worker knows, in the README's order, so
-// that the report always shows them, with 0 where there are none.
-var (
-	knownReasons = []worker.Reason{
-		worker.ReasonNotArchived, worker.ReasonForbidden, worker.ReasonRejected, worker.ReasonRetriesExhausted,
-		worker.ReasonInvalidJob, worker.ReasonOrgNotAllowed, worker.ReasonMaxDeliveries,
-	}
-	knownOutcomes = []worker.Outcome{
-		worker.OutcomeDeleted, worker.OutcomeNotFound, worker.OutcomeDeadLettered, worker.OutcomeDryRun,
-	}
-)
-
-// ReasonNames is every dead-letter reason the worker knows, in the
-// README's order: the keys StatusReport always has in ByReason.
-func ReasonNames() []string {
-	out := make([]string, len(knownReasons))
-	for i, r := range knownReasons {
-		out[i] = string(r)
-	}
-	return out
-}
-
-// OutcomeNames is every outcome the worker knows, in the README's order:
-// the keys StatusReport always has in ByOutcome.
-func OutcomeNames() []string {
-	out := make([]string, len(knownOutcomes))
-	for i, o := range knownOutcomes {
-		out[i] = string(o)
-	}
-	return out
-}
-
 // Status reports the jobs backlog, the dead letters by reason and the
 // result events by outcome, in the streams n names. A stream or consumer
 // that does not exist is reported as such, not as an error. ctx bounds
@@ -105,10 +73,12 @@ func Status(ctx context.Context, js jetstream.JetStream, n worker.Config) (*Stat
 		DeadLetters: DLQStatus{Stream: n.DLQStream, ByReason: map[string]uint64{}},
 		Results:     ResultsStatus{Stream: n.ResultsStream, ByOutcome: map[string]uint64{}},
 	}
-	for _, r := range knownReasons {
+	// Every reason and outcome the worker knows, so that the report always
+	// has them, with 0 where there are none.
+	for _, r := range worker.Reasons {
 		rep.DeadLetters.ByReason[string(r)] = 0
 	}
-	for _, o := range knownOutcomes {
+	for _, o := range worker.Outcomes {
 		rep.Results.ByOutcome[string(o)] = 0
 	}
 
