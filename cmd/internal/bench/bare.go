@@ -18,9 +18,9 @@ import (
 // bareLoop is the bare loop. It makes the confirmations the worker
 // makes and nothing more:
 //
-//   - pull: one Fetch at a time for as many jobs as there are free slots
-//     (the worker's pull discipline), each job handed to a goroutine of its
-//     own, at most c at once;
+//   - pull: wait for a free slot, then one Fetch at a time for every slot
+//     free by then, at most c jobs in flight; each job gets a goroutine of
+//     its own;
 //   - DELETE with plain net/http (a transport keeping c idle connections),
 //     the job decoded with encoding/json and not validated;
 //   - publish the result event (worker.Result, encoding/json) with
