@@ -19,8 +19,9 @@ import (
 // makes and nothing more:
 //
 //   - pull: wait for a free slot, then one Fetch at a time for every slot
-//     free by then, at most c jobs in flight; each job gets a goroutine of
-//     its own;
+//     free by then, at most c jobs in flight; each job goes to one of c
+//     goroutines that live as long as the loop (a goroutine per job costs
+//     more CPU at high concurrency: its stack grows anew for every job);
 //   - DELETE with plain net/http (a transport keeping c idle connections),
 //     the job decoded with encoding/json and not validated;
 //   - publish the result event (worker.Result, encoding/json) with
@@ -49,23 +50,22 @@ func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64,
 
 	var done atomic.Int64
 	slots := make(chan struct{}, c) // one token per job in flight
+	msgs := make(chan jetstream.Msg)
 	var jobs sync.WaitGroup
-	for ctx.Err() == nil {
-		// Wait for a free slot, then take every free one.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			continue
-		}
-		n := 1
-	more:
-		for n < c {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break more
+	for range c {
+		jobs.Go(func() {
+			for msg := range msgs {
+				if bareJob(js, hc, apiURL, token, resultsSubject, msg) {
+					done.Add(1)
+				}
+				<-slots
 			}
+		})
+	}
+	for ctx.Err() == nil {
+		n := takeSlots(ctx, slots)
+		if n == 0 {
+			continue
 		}
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -78,19 +78,35 @@ func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64,
 		got := 0
 		for msg := range batch.Messages() {
 			got++
-			jobs.Go(func() {
-				defer func() { <-slots }()
-				if bareJob(js, hc, apiURL, token, resultsSubject, msg) {
-					done.Add(1)
-				}
-			})
+			msgs <- msg // a goroutine is waiting: this job has a slot, and only busy goroutines hold one
 		}
 		for range n - got {
 			<-slots
 		}
 	}
+	close(msgs)
 	jobs.Wait()
 	return done.Load(), nc.Drain()
+}
+
+// takeSlots waits for a free slot, then takes every free one, and returns
+// how many it took: 0 once ctx is done.
+func takeSlots(ctx context.Context, slots chan struct{}) int {
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0
+	}
+	n := 1
+	for n < cap(slots) {
+		select {
+		case slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
 }
 
 // bareJob is one job of the bare loop; true when it was acked.
