@@ -3,15 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/bench"
 )
 
 // TestBench runs the built binary's bench with tiny numbers (its children
@@ -90,29 +87,6 @@ func TestBench(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
-	}
-}
-
-func TestBenchJSON(t *testing.T) {
-	rows := []bench.Row{
-		{APILatency: "0s", Concurrency: 4, Loop: bench.LoopBare, Jobs: 10, JobsPerSec: 100},
-		{APILatency: "0s", Concurrency: 4, Loop: bench.LoopWorker, Jobs: 10, JobsPerSec: 90, WorkerVsBare: 0.9},
-	}
-	b, err := json.Marshal(rows)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back []map[string]any
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"api_latency", "concurrency", "loop", "jobs_per_sec", "p50_ms", "p99_ms", "cpu_s_per_10k_jobs", "peak_rss_mib", "allocs_per_job"} {
-		if _, ok := back[0][k]; !ok {
-			t.Errorf("row lacks %q: %s", k, b)
-		}
-	}
-	if back[1]["worker_bare_ratio"] != 0.9 {
-		t.Errorf("worker row: %s", b)
 	}
 }
 
