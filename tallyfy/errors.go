@@ -43,7 +43,8 @@ const (
 	// maxErrorBody bounds what an error answer may cost us: enough for any
 	// JSON error Tallyfy sends, small enough that a hostile body is free.
 	maxErrorBody = 4 << 10
-	// maxMessage keeps messages fit for a log line or a message header.
+	// maxMessage keeps messages fit for a log line or a message header:
+	// that many bytes of text, and an ellipsis after them if there was more.
 	maxMessage   = 200
 	maxRequestID = 128
 	redacted     = "[REDACTED]"
@@ -196,6 +197,11 @@ func checkResponse(resp *http.Response, sec secrets) error {
 	return e
 }
 
+// message is OneLine with the bound of an error's message.
+func message(s string) string {
+	return OneLine(s, maxMessage+len(ellipsis))
+}
+
 // redirectTarget drops the query: it is where a misbehaving server would put
 // something it should not have.
 func redirectTarget(loc string, sec secrets) string {
@@ -203,11 +209,11 @@ func redirectTarget(loc string, sec secrets) string {
 		u.RawQuery, u.Fragment, u.User = "", "", nil
 		loc = u.String()
 	}
-	return clean(sec.redact(loc), maxMessage)
+	return message(sec.redact(loc))
 }
 
 func requestID(h http.Header) string {
-	return clean(h.Get("X-Request-Id"), maxRequestID)
+	return OneLine(h.Get("X-Request-Id"), maxRequestID)
 }
 
 // parseRetryAfter accepts both forms of RFC 9110; anything unusable is 0,
@@ -247,13 +253,13 @@ func errorMessage(body []byte, truncated bool, contentType string, sec secrets) 
 		return ""
 	}
 	if msg, ok := jsonMessage(body); ok {
-		return clean(sec.redact(msg), maxMessage)
+		return message(sec.redact(msg))
 	}
 	media, _, _ := mime.ParseMediaType(contentType)
 	if media == "text/html" || strings.HasPrefix(s, "<") {
 		s = htmlText(s)
 	}
-	return clean(sec.redact(s), maxMessage)
+	return message(sec.redact(s))
 }
 
 func jsonMessage(body []byte) (string, bool) {
@@ -348,38 +354,56 @@ func htmlText(s string) string {
 	return b.String()
 }
 
-// clean makes server-controlled text safe for one log line: valid UTF-8, no
-// control or format characters (which could forge log lines or reorder text),
-// whitespace collapsed, at most max runes plus an ellipsis.
-func clean(s string, max int) string {
+// ellipsis ends a text that OneLine cut short.
+const ellipsis = "…"
+
+// OneLine makes text that came from elsewhere (a server's answer, an
+// error, a setting) safe for one log line or a message header: valid
+// UTF-8, no control or format characters (which could forge log lines or
+// reorder text), white space collapsed to single spaces and trimmed, and
+// at most maxBytes bytes. Text cut short ends in "…", which counts toward
+// maxBytes; the cut never splits a character.
+func OneLine(s string, maxBytes int) string {
+	if maxBytes <= 0 {
+		return ""
+	}
 	var b strings.Builder
-	n := 0
 	space := false
 	for _, r := range s {
 		switch {
 		case unicode.IsSpace(r):
-			space = n > 0
+			space = b.Len() > 0
 			continue
 		case r == utf8.RuneError, unicode.IsControl(r), unicode.Is(unicode.Cf, r):
 			continue
 		}
-		need := 1
-		if space {
-			need = 2
-		}
-		if n+need > max {
-			b.WriteString("…")
-			break
-		}
 		if space {
 			b.WriteByte(' ')
-			n++
 			space = false
 		}
 		b.WriteRune(r)
-		n++
+		if b.Len() > maxBytes {
+			break // cut short: the rest does not matter
+		}
 	}
-	return b.String()
+	out := b.String()
+	if len(out) <= maxBytes {
+		return out
+	}
+	keep, tail := maxBytes-len(ellipsis), ellipsis
+	if keep < 0 {
+		keep, tail = maxBytes, "" // no room for the ellipsis
+	}
+	return strings.TrimRight(cutRunes(out, keep), " ") + tail
+}
+
+// cutRunes is the longest prefix of s of at most n bytes that ends on a
+// rune boundary.
+func cutRunes(s string, n int) string {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // secrets are the strings that must never appear in an error: the bearer

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 )
@@ -172,7 +174,9 @@ func TestRedactTail(t *testing.T) {
 	}
 }
 
-func TestClean(t *testing.T) {
+// TestOneLine: the bound is in bytes, and a cut text's ellipsis counts
+// toward it.
+func TestOneLine(t *testing.T) {
 	tests := []struct {
 		in   string
 		max  int
@@ -181,13 +185,42 @@ func TestClean(t *testing.T) {
 		{"  a \n\t b  ", 10, "a b"},
 		{"a\x00b\x7fc\u202ed", 10, "abcd"},
 		{"abc\xffdef", 10, "abcdef"},
-		{"abcdef", 3, "abc…"},
-		{"ab cd", 3, "ab…"},
+		{"abcdefg", 6, "abc…"},
+		{"abcdef", 6, "abcdef"},
+		{"ab cdefg", 6, "ab…"},
 		{"", 3, ""},
+		{"héllo", 5, "h…"}, // é is two bytes: not split
+		{"abc", 2, "ab"},   // no room for the ellipsis
+		{"a bc", 2, "a"},
+		{"a\u200bb\u2028c", 10, "ab c"},
+		{"abc", 0, ""},
 	}
 	for _, tt := range tests {
-		if got := clean(tt.in, tt.max); got != tt.want {
-			t.Errorf("clean(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
+		if got := OneLine(tt.in, tt.max); got != tt.want {
+			t.Errorf("OneLine(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
 		}
 	}
+}
+
+// FuzzOneLine: whatever the text, the result is one line of valid UTF-8,
+// without control or format characters, within the bound.
+func FuzzOneLine(f *testing.F) {
+	for _, s := range []string{"", "a\nb", "\xff\xfe", "héllo wörld", "\u202eabc", strings.Repeat("é", 100)} {
+		f.Add(s, 7)
+	}
+	f.Fuzz(func(t *testing.T, s string, max int) {
+		max &= 1<<12 - 1 // 0 to 4095, whatever the sign
+		got := OneLine(s, max)
+		if len(got) > max || !utf8.ValidString(got) {
+			t.Fatalf("OneLine(%q, %d) = %q: %d bytes, valid UTF-8 %v", s, max, got, len(got), utf8.ValidString(got))
+		}
+		for _, r := range got {
+			if r != ' ' && (unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r)) {
+				t.Fatalf("OneLine(%q, %d) = %q holds %U", s, max, got, r)
+			}
+		}
+		if strings.HasPrefix(got, " ") || strings.HasSuffix(got, " ") || strings.Contains(got, "  ") {
+			t.Fatalf("OneLine(%q, %d) = %q: white space not collapsed", s, max, got)
+		}
+	})
 }

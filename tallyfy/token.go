@@ -359,7 +359,7 @@ func retrieveError(err error, sec secrets) error {
 			RequestID:  requestID(re.Response.Header),
 		}
 	}
-	return &TokenError{Message: clean(sec.redact(err.Error()), 2*maxMessage), cause: err}
+	return &TokenError{Message: OneLine(sec.redact(err.Error()), 2*maxMessage+len(ellipsis)), cause: err}
 }
 
 // validToken admits visible ASCII only: anything else would be rejected by
