@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -116,6 +117,36 @@ func checkJSON(t *testing.T, rows []Row) {
 	}
 	if got, want := objs[1]["worker_bare_ratio"], rows[1].WorkerVsBare; got != want {
 		t.Errorf("worker object: worker_bare_ratio %v, want %v", got, want)
+	}
+}
+
+// TestBenchRunRefusesOptions: options Run cannot measure with are refused
+// before any server starts.
+func TestBenchRunRefusesOptions(t *testing.T) {
+	good := Options{Jobs: 10, Concurrency: []int{1}, Latencies: []time.Duration{0}, Repeat: 1}
+	tests := []struct {
+		name   string
+		change func(*Options)
+		want   string
+	}{
+		{"no jobs", func(o *Options) { o.Jobs = 0 }, "Jobs"},
+		{"no repeat", func(o *Options) { o.Repeat = 0 }, "Repeat"},
+		{"no concurrency", func(o *Options) { o.Concurrency = nil }, "Concurrency"},
+		{"concurrency zero", func(o *Options) { o.Concurrency = []int{4, 0} }, "Concurrency"},
+		{"no latencies", func(o *Options) { o.Latencies = nil }, "Latencies"},
+		{"negative latency", func(o *Options) { o.Latencies = []time.Duration{-time.Millisecond} }, "Latencies"},
+		{"memory without backlogs", func(o *Options) { o.Memory = true }, "MemoryJobs"},
+		{"memory backlog zero", func(o *Options) { o.Memory, o.MemoryJobs = true, []int{0} }, "MemoryJobs"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := good
+			tc.change(&o)
+			rows, err := Run(context.Background(), o, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || rows != nil {
+				t.Errorf("rows %v, error %v, want an error naming %s", rows, err, tc.want)
+			}
+		})
 	}
 }
 

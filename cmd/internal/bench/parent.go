@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -25,8 +26,9 @@ const (
 	stall = time.Minute
 )
 
-// Options is what the bench measures. Every field must be set: the bench
-// subcommand's flags hold the defaults.
+// Options is what the bench measures. Zero values are not defaults (the
+// bench subcommand's flags hold those): Run refuses options it cannot
+// measure with.
 type Options struct {
 	// Jobs is the backlog published before each run.
 	Jobs int
@@ -43,6 +45,26 @@ type Options struct {
 	// Repeat is how many times each setting is measured; the rows are the
 	// medians.
 	Repeat int
+}
+
+func (o Options) check() error {
+	switch {
+	case o.Jobs < 1 && !o.Memory:
+		return fmt.Errorf("bench: Jobs must be at least 1, not %d", o.Jobs)
+	case o.Repeat < 1:
+		return fmt.Errorf("bench: Repeat must be at least 1, not %d", o.Repeat)
+	case len(o.Concurrency) == 0 || len(o.Latencies) == 0:
+		return errors.New("bench: no Concurrency or no Latencies to measure")
+	case o.Memory && len(o.MemoryJobs) == 0:
+		return errors.New("bench: Memory without MemoryJobs")
+	case slices.Min(o.Concurrency) < 1:
+		return fmt.Errorf("bench: Concurrency %v: each must be at least 1", o.Concurrency)
+	case slices.Min(o.Latencies) < 0:
+		return fmt.Errorf("bench: Latencies %v: none may be negative", o.Latencies)
+	case o.Memory && slices.Min(o.MemoryJobs) < 1:
+		return fmt.Errorf("bench: MemoryJobs %v: each must be at least 1", o.MemoryJobs)
+	}
+	return nil
 }
 
 // bencher holds what every run shares: the servers and the parent's
@@ -64,6 +86,9 @@ type bencher struct {
 // to stderr. On error it returns the rows finished before it, with the
 // error.
 func Run(ctx context.Context, opts Options, stderr io.Writer) ([]Row, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding this binary to run the children: %w", err)
