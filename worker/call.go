@@ -56,7 +56,7 @@ func (w *Worker) noteCredentials(err error) {
 		return // no call was made, or its end was not heard
 	}
 	if errors.Is(err, tallyfy.ErrCredentialsUnreadable) {
-		w.ab.setUnreadable(clean(err.Error(), maxErrorHeader))
+		w.ab.setUnreadable(tallyfy.OneLine(err.Error(), maxErrorHeader))
 		return
 	}
 	w.ab.setUnreadable("")

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,7 +80,7 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 		res.TallyfyRequestID = apiErr.RequestID
 	}
 	if d.Outcome == OutcomeDeadLettered && cause != nil {
-		res.Error = clean(cause.Error(), maxErrorHeader)
+		res.Error = tallyfy.OneLine(cause.Error(), maxErrorHeader)
 	}
 
 	if err := w.record(t.hard, res, t.msg.Data()); err != nil {
@@ -179,7 +177,7 @@ func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
 		h.Set(HeaderError, res.Error)
 	}
 	if res.TallyfyRequestID != "" {
-		h.Set(HeaderRequestID, clean(res.TallyfyRequestID, 256))
+		h.Set(HeaderRequestID, tallyfy.OneLine(res.TallyfyRequestID, 256))
 	}
 	h.Set(HeaderAttempts, strconv.Itoa(res.Attempts))
 	h.Set(HeaderJobSeq, strconv.FormatUint(res.JobSeq, 10))
@@ -189,7 +187,7 @@ func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
 	if res.RunID != "" {
 		h.Set(HeaderRunID, res.RunID)
 	}
-	h.Set(HeaderWorker, clean(w.cfg.WorkerID, 256))
+	h.Set(HeaderWorker, tallyfy.OneLine(w.cfg.WorkerID, 256))
 	return m
 }
 
@@ -337,23 +335,4 @@ func (w *Worker) jobLog(ev *zerolog.Event, t *task, job Job) *zerolog.Event {
 	return ev.Uint64("job_seq", t.seq).
 		Int("attempt", t.attempts()).
 		Int64("duration_ms", time.Since(t.start).Milliseconds())
-}
-
-// clean makes s safe for a header and a log line: one line, no control
-// characters, valid UTF-8, at most n bytes.
-func clean(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }

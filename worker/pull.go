@@ -165,7 +165,7 @@ func (w *Worker) recheckCredentials(ctx context.Context) {
 	err := w.creds.CheckCredentials(ctx)
 	switch {
 	case errors.Is(err, tallyfy.ErrCredentialsUnreadable):
-		w.ab.setUnreadable(clean(err.Error(), maxErrorHeader))
+		w.ab.setUnreadable(tallyfy.OneLine(err.Error(), maxErrorHeader))
 	case ctx.Err() != nil:
 		// Shutdown, or a check that took too long: says nothing.
 	default:

@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
 
 // What the pool shares beyond the consumer: one sweep of jobs stranded past
@@ -105,7 +107,7 @@ func (s *advisorySweeper) handle(m *nats.Msg) {
 	defer s.running.Done()
 	var adv maxDeliveriesAdvisory
 	if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
-		s.p.log.Warn().Str("advisory", clean(string(m.Data), 512)).Msg("unreadable max-deliveries advisory")
+		s.p.log.Warn().Str("advisory", tallyfy.OneLine(string(m.Data), 512)).Msg("unreadable max-deliveries advisory")
 		return
 	}
 	s.p.sweep(adv.StreamSeq, adv.Deliveries)
