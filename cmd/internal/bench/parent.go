@@ -123,13 +123,17 @@ func Run(ctx context.Context, opts Options, stderr io.Writer) ([]Row, error) {
 	}
 	b := &bencher{exe: exe, srv: srv, api: api, nc: nc, js: js, stderr: stderr, profileDir: opts.ProfileDir,
 		cfg: worker.Config{DefaultOrg: org}}
-
 	if opts.Memory {
 		return b.memory(ctx, opts)
 	}
+	return b.compare(ctx, opts)
+}
+
+// compare runs both loops at every setting, opts.Repeat times each.
+func (b *bencher) compare(ctx context.Context, opts Options) ([]Row, error) {
 	var rows []Row
 	for _, lat := range opts.Latencies {
-		api.SetLatency(lat)
+		b.api.SetLatency(lat)
 		for _, c := range opts.Concurrency {
 			// Alternating the loops, and which goes first, spreads what the
 			// rest of the machine does over both.
