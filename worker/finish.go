@@ -58,31 +58,7 @@ var publishRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * ti
 // publish cannot be confirmed the job is nak'd with a delay: never acked
 // without its record, never lost.
 func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, cause error) {
-	seq := t.seq
-	res := Result{
-		OrgID:     job.OrgID,
-		RunID:     job.RunID,
-		RequestID: job.RequestID,
-		Outcome:   d.Outcome,
-		Reason:    d.Reason,
-		Status:    d.Status,
-		Attempts:  t.attempts(),
-		JobSeq:    seq,
-		Worker:    w.cfg.WorkerID,
-		At:        time.Now().UTC(),
-	}
-	if resp != nil {
-		res.Status = resp.StatusCode
-		res.TallyfyRequestID = resp.RequestID
-	}
-	var apiErr *tallyfy.APIError
-	if errors.As(cause, &apiErr) {
-		res.TallyfyRequestID = apiErr.RequestID
-	}
-	if d.Outcome == OutcomeDeadLettered && cause != nil {
-		res.Error = tallyfy.OneLine(cause.Error(), maxErrorHeader)
-	}
-
+	res := w.result(t, job, d, resp, cause)
 	if err := w.record(t.hard, res, t.msg.Data()); err != nil {
 		w.cfg.Metrics.PublishFailed(err.kind)
 		w.publishFailed(t, job, err)
@@ -118,6 +94,35 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 	ev.Msg("job finished")
 }
 
+// result is the record of t's job ending as d says; resp and cause are
+// what its last call, if any, gave.
+func (w *Worker) result(t *task, job Job, d Decision, resp *tallyfy.Response, cause error) Result {
+	res := Result{
+		OrgID:     job.OrgID,
+		RunID:     job.RunID,
+		RequestID: job.RequestID,
+		Outcome:   d.Outcome,
+		Reason:    d.Reason,
+		Status:    d.Status,
+		Attempts:  t.attempts(),
+		JobSeq:    t.seq,
+		Worker:    w.cfg.WorkerID,
+		At:        time.Now().UTC(),
+	}
+	if resp != nil {
+		res.Status = resp.StatusCode
+		res.TallyfyRequestID = resp.RequestID
+	}
+	var apiErr *tallyfy.APIError
+	if errors.As(cause, &apiErr) {
+		res.TallyfyRequestID = apiErr.RequestID
+	}
+	if d.Outcome == OutcomeDeadLettered && cause != nil {
+		res.Error = tallyfy.OneLine(cause.Error(), maxErrorHeader)
+	}
+	return res
+}
+
 // record publishes the dead letter, then the result event, both confirmed.
 // Its error says which of the two JetStream did not confirm.
 func (w *Worker) record(ctx context.Context, res Result, data []byte) *recordError {
@@ -126,17 +131,27 @@ func (w *Worker) record(ctx context.Context, res Result, data []byte) *recordErr
 			return &recordError{kind: kindDeadLetter, err: err}
 		}
 	}
-	body, err := json.Marshal(res)
+	m, err := w.resultMsg(res)
 	if err != nil {
 		return &recordError{kind: kindResult, err: err}
 	}
-	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
-	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
 	if err := w.publish(ctx, m); err != nil {
 		return &recordError{kind: kindResult, err: err}
 	}
 	return nil
+}
+
+// resultMsg is the result event of res, on <results subject>.<outcome>;
+// its message ID is the job's, so that a redelivery's event is a duplicate.
+func (w *Worker) resultMsg(res Result) (*nats.Msg, error) {
+	body, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
+	return m, nil
 }
 
 // What JetStream did not confirm, as Observer.PublishFailed names it: one
