@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
 
 func ParseLevel(s string) (zerolog.Level, error) {
@@ -180,15 +182,14 @@ func Interruptible(stderr io.Writer) (ctx context.Context, stop func()) {
 	}, nil)
 }
 
-// Cell makes s safe for one tabwriter cell: no tabs, no line breaks.
+// Cell makes s safe for one tabwriter cell (tallyfy.OneLine: no tabs, no
+// line breaks, no control characters), "-" when empty.
 func Cell(s string) string {
-	if s == "" {
+	if s = tallyfy.OneLine(s, maxCell); s == "" {
 		return "-"
 	}
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
+	return s
 }
+
+// maxCell bounds one cell; dead-letter headers are shorter already.
+const maxCell = 4 << 10
