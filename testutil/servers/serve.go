@@ -172,6 +172,20 @@ func (f *FakeTallyfy) wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// runLocked is the run a request names, or the answer when there is none
+// to act on: 404 for a run that never was or is deleted, 403 for one the
+// token may not touch.
+func (f *FakeTallyfy) runLocked(k runKey) (runState, *Response) {
+	st, ok := f.runs[k]
+	switch {
+	case !ok || st.deleted:
+		return st, &Response{Status: http.StatusNotFound, Body: bodyRunNotFound}
+	case f.denied[k]:
+		return st, &Response{Status: http.StatusForbidden, Body: bodyForbidden}
+	}
+	return st, nil
+}
+
 // answer is the API's normal behaviour.
 func (f *FakeTallyfy) answer(r *http.Request, tg target) Response {
 	switch tg.endpoint {
@@ -189,22 +203,16 @@ func (f *FakeTallyfy) answer(r *http.Request, tg target) Response {
 	k := tg.key
 	switch {
 	case tg.endpoint == runEndpoint && r.Method == http.MethodGet:
-		st, ok := f.runs[k]
-		switch {
-		case !ok || st.deleted:
-			return Response{Status: http.StatusNotFound, Body: bodyRunNotFound}
-		case f.denied[k]:
-			return Response{Status: http.StatusForbidden, Body: bodyForbidden}
+		st, refused := f.runLocked(k)
+		if refused != nil {
+			return *refused
 		}
 		return Response{Status: http.StatusOK, Body: runBody(k.run, st)}
 
 	case tg.endpoint == runEndpoint && r.Method == http.MethodDelete:
-		st, ok := f.runs[k]
-		switch {
-		case !ok || st.deleted:
-			return Response{Status: http.StatusNotFound, Body: bodyRunNotFound}
-		case f.denied[k]:
-			return Response{Status: http.StatusForbidden, Body: bodyForbidden}
+		st, refused := f.runLocked(k)
+		if refused != nil {
+			return *refused
 		}
 		if !st.archived {
 			st.archived, st.archivedAt = true, f.now()
@@ -213,12 +221,9 @@ func (f *FakeTallyfy) answer(r *http.Request, tg target) Response {
 		return Response{Status: http.StatusOK, Body: runBody(k.run, st)}
 
 	case tg.endpoint == runActivateEndpoint && r.Method == http.MethodPut:
-		st, ok := f.runs[k]
-		switch {
-		case !ok || st.deleted:
-			return Response{Status: http.StatusNotFound, Body: bodyRunNotFound}
-		case f.denied[k]:
-			return Response{Status: http.StatusForbidden, Body: bodyForbidden}
+		st, refused := f.runLocked(k)
+		if refused != nil {
+			return *refused
 		}
 		st.archived, st.archivedAt = false, time.Time{}
 		f.runs[k] = st
