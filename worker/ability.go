@@ -47,7 +47,9 @@ func (i Inability) String() string {
 // ability tracks whether this worker can call Tallyfy at all. One that
 // cannot hands every job it holds back to the pool and pulls none but a
 // probe, so that one broken replica never holds still jobs that the others
-// could finish. Each change is logged once: at error when the worker
+// could finish. It is this worker's alone: its breaker says that its own
+// calls fail, which a typo in its API URL or a node's broken egress does as
+// well as an outage of Tallyfy. Each change is logged once: at error when the worker
 // becomes unable (or unable for another reason), at info when it is able
 // again.
 type ability struct {

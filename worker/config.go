@@ -96,8 +96,9 @@ type Config struct {
 	// PullWait is how long one pull request waits for jobs. Default 2s.
 	// Shutdown waits for the pull in progress, so keep it short.
 	PullWait time.Duration
-	// PublishTimeout bounds one publish of a result or dead letter, and one
-	// ack. Default 10s.
+	// PublishTimeout bounds one request to JetStream: a publish of a
+	// result, dead letter or handed-back copy, an ack, a read of the
+	// stream or consumer; and a whole sweep of a stranded job. Default 10s.
 	PublishTimeout time.Duration
 
 	// DryRun does everything but the DELETE: valid, allowed jobs end with

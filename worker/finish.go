@@ -214,10 +214,12 @@ func (w *Worker) jsContext() (context.Context, context.CancelFunc) {
 }
 
 // publish sends m to JetStream and waits for its confirmation, retrying a
-// few times. ctx is the worker's hard context, which shutdown cancels only
-// when the grace period is over: the record of a job that is done must not
-// be lost to a shutdown that has just begun, and a job whose record could
-// not be confirmed by then is simply not acked, so it comes back.
+// few times, each try bounded by PublishTimeout. For a job's record ctx is
+// its hard context, which shutdown cancels only when the grace period is
+// over: the record of a job that is done must not be lost to a shutdown
+// that has just begun, and a job whose record could not be confirmed by
+// then is simply not acked, so it comes back. The sweeper's is the sweep's
+// own (see jsContext).
 func (w *Worker) publish(ctx context.Context, m *nats.Msg) error {
 	var err error
 	for i := 0; ; i++ {

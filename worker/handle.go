@@ -93,18 +93,20 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 	}
 }
 
-// attempts counts every delivery of the job, copies included.
+// attempts counts the job's real attempts before this copy, and every
+// delivery of this one.
 func (t *task) attempts() int { return t.priorAttempts + int(t.meta.NumDelivered) }
 
-// adoptIdentity makes a handed-back copy (see giveBack) report as the job
+// adoptIdentity makes a handed-back copy (see returnJob) report as the job
 // it copies: the same job_seq, so the same result and dead-letter IDs, and
-// its deliveries counted on.
+// its real attempts counted on.
 func (t *task) adoptIdentity() {
 	t.seq, t.priorAttempts = identity(t.msg.Headers(), t.seq)
 }
 
-// identity is the job sequence and earlier deliveries of the message at
-// seq: its own, or those of the job it is a handed-back copy of.
+// identity is the job sequence of the message at seq, and the real
+// attempts at the job before it: its own sequence and none, or those of
+// the job it is a handed-back copy of.
 func identity(h nats.Header, seq uint64) (uint64, int) {
 	orig, err := strconv.ParseUint(h.Get(HeaderJobSeq), 10, 64)
 	if err != nil || orig == 0 || orig >= seq {

@@ -14,12 +14,6 @@ import (
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
 
-// What the pool shares beyond the consumer: one sweep of jobs stranded past
-// their delivery limit. There is no pool-wide pause: a worker's breaker
-// says that its own calls fail, which a typo in its API URL or a node's
-// broken egress does as well as an outage, so each worker backs off alone
-// (see ability.go) and hands its jobs to the others.
-
 // sweeperQueue makes each advisory reach one worker of the pool.
 const sweeperQueue = "tallyfy-deleter-sweeper"
 

@@ -61,7 +61,7 @@ type Worker struct {
 
 	inflight atomic.Int64
 	// wake tells the pull loop that something it waits for may have
-	// changed: a slot freed, the breaker moved, a pause was set.
+	// changed: a slot freed, or the worker's ability to call Tallyfy.
 	wake chan struct{}
 
 	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
@@ -160,11 +160,12 @@ func (w *Worker) Health() Health {
 
 // Run provisions (or checks) the streams and the consumer, then works on
 // jobs until ctx is cancelled. Shutdown then stops pulling, lets in-flight
-// jobs finish within Config.ShutdownTimeout, naks at once what could not
-// finish, and returns nil. An error means the worker could not start.
-// Once Run has returned nothing of the worker runs on: its background
-// duties have stopped, and a sweep of a stranded job that was in progress
-// has ended (each is bounded by Config.PublishTimeout).
+// jobs finish within Config.ShutdownTimeout, hands back at once what could
+// not finish (a copy published again, see returnJob; a nak if that fails),
+// and returns nil. An error means the worker could not start. Once Run has
+// returned nothing of the worker runs on: its background duties have
+// stopped, and a sweep of a stranded job that was in progress has ended (a
+// sweep is bounded by Config.PublishTimeout).
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.setup(ctx)
 	if err != nil {
