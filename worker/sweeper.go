@@ -67,10 +67,10 @@ func (s *advisorySweeper) start() error {
 	return nil
 }
 
-// shutdown unsubscribes and waits for the callback in progress, if any.
+// shutdown unsubscribes, marks the sweeper stopped, and waits for the
+// callbacks admitted before that; one that comes later does nothing.
 // Unsubscribe alone does not wait: a sweep could still be running after
-// Run returned, on a connection its caller is closing. A callback that
-// starts after shutdown began does nothing.
+// Run returned, on a connection its caller is closing.
 func (s *advisorySweeper) shutdown() {
 	if err := s.sub.Unsubscribe(); err != nil {
 		s.p.log.Warn().Err(err).Msg("stopping the sweeper")
