@@ -39,8 +39,9 @@ const (
 // DefaultBackoff is the delay before each retry of a failed delivery.
 var DefaultBackoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
 
-// Config configures a Worker. Zero values mean the default.
-type Config struct {
+// Streams names what the worker and the operator tools share: the streams,
+// their subjects and the durable consumer. Empty names mean the default.
+type Streams struct {
 	// JobsStream is the work-queue stream holding jobs on JobsSubject.
 	JobsStream  string
 	JobsSubject string
@@ -53,6 +54,11 @@ type Config struct {
 	// DLQStream keeps dead letters, published on DLQSubject.<reason>.
 	DLQStream  string
 	DLQSubject string
+}
+
+// Config configures a Worker. Zero values mean the default.
+type Config struct {
+	Streams
 	// SkipProvision leaves streams and the consumer to someone else; the
 	// worker then only checks that they exist and fit.
 	SkipProvision bool

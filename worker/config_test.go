@@ -16,11 +16,13 @@ func TestValidateOrder(t *testing.T) {
 		APITimeout:      -time.Second,
 		BreakerTimeout:  -time.Second,
 		ShutdownTimeout: -time.Second,
-		JobsStream:      "jobs.x",
-		ResultsStream:   "results x",
-		Consumer:        "a>b",
-		JobsSubject:     "jobs.",
-		DLQSubject:      "dlq..x",
+		Streams: worker.Streams{
+			JobsStream:    "jobs.x",
+			ResultsStream: "results x",
+			Consumer:      "a>b",
+			JobsSubject:   "jobs.",
+			DLQSubject:    "dlq..x",
+		},
 	}
 	want := []string{
 		"DELETER_API_TIMEOUT must not be negative",

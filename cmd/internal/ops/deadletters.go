@@ -107,7 +107,7 @@ type Scan struct {
 // consuming or changing anything. It considers only those stored when it
 // starts: a job that a replay sends back to the dead-letter stream is not
 // picked up again.
-func ScanDeadLetters(ctx context.Context, js jetstream.JetStream, n worker.Config, f Filter) (*Scan, error) {
+func ScanDeadLetters(ctx context.Context, js jetstream.JetStream, n worker.Streams, f Filter) (*Scan, error) {
 	sc := &scanner{n: n, f: f, res: &Scan{Matching: -1}}
 	cctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 	defer cancel()
@@ -132,7 +132,7 @@ func ScanDeadLetters(ctx context.Context, js jetstream.JetStream, n worker.Confi
 
 // scanner is one ScanDeadLetters.
 type scanner struct {
-	n   worker.Config
+	n   worker.Streams
 	f   Filter
 	res *Scan
 }

@@ -34,7 +34,7 @@
 //	}})
 //	fmt.Printf("%d replayed, %d failed\n", res.Replayed, res.Failed)
 //
-// names is a worker.Config with only its stream, subject and consumer
-// names set (settings.Tool.Names). Every NATS call is bounded by
+// names are a worker.Streams: the streams, subjects and consumer the
+// worker uses (settings.Tool.Names). Every NATS call is bounded by
 // cli.ToolTimeout.
 package ops

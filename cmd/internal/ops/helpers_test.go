@@ -13,8 +13,8 @@ import (
 
 // names are the default stream, subject and consumer names, as the tools
 // get them when nothing is set.
-var names = func() worker.Config {
-	var c worker.Config
+var names = func() worker.Streams {
+	var c worker.Streams
 	c.JobsStream, c.JobsSubject, c.Consumer = worker.DefaultJobsStream, worker.DefaultJobsSubject, worker.DefaultConsumer
 	c.ResultsStream, c.ResultsSubject = worker.DefaultResultsStream, worker.DefaultResultsSubject
 	c.DLQStream, c.DLQSubject = worker.DefaultDLQStream, worker.DefaultDLQSubject

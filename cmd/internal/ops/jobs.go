@@ -32,7 +32,7 @@ type Jobs struct {
 
 // OpenJobs looks up the jobs stream n names. A stream that does not exist
 // is ErrNoJobsStream.
-func OpenJobs(ctx context.Context, js jetstream.JetStream, n worker.Config) (*Jobs, error) {
+func OpenJobs(ctx context.Context, js jetstream.JetStream, n worker.Streams) (*Jobs, error) {
 	sctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 	stream, err := js.Stream(sctx, n.JobsStream)
 	cancel()

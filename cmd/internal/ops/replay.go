@@ -28,7 +28,7 @@ type Replayer struct {
 
 // NewReplayer looks up the jobs and dead-letter streams n names. A jobs
 // stream that does not exist is ErrNoJobsStream.
-func NewReplayer(ctx context.Context, js jetstream.JetStream, n worker.Config) (*Replayer, error) {
+func NewReplayer(ctx context.Context, js jetstream.JetStream, n worker.Streams) (*Replayer, error) {
 	cctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
 	_, jerr := js.Stream(cctx, n.JobsStream)
 	dlq, qerr := js.Stream(cctx, n.DLQStream)

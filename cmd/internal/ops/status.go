@@ -67,7 +67,7 @@ type ResultsStatus struct {
 // result events by outcome, in the streams n names. A stream or consumer
 // that does not exist is reported as such, not as an error. ctx bounds
 // every call.
-func Status(ctx context.Context, js jetstream.JetStream, n worker.Config) (*StatusReport, error) {
+func Status(ctx context.Context, js jetstream.JetStream, n worker.Streams) (*StatusReport, error) {
 	rep := &StatusReport{
 		Jobs:        JobsStatus{Stream: n.JobsStream, Consumer: ConsumerStatus{Name: n.Consumer}},
 		DeadLetters: DLQStatus{Stream: n.DLQStream, ByReason: map[string]uint64{}},

@@ -21,7 +21,7 @@ func AddNATS(s *Set, url, creds *string) {
 
 // AddNames adds the stream, consumer and subject names every subcommand
 // shares.
-func AddNames(s *Set, w *worker.Config) {
+func AddNames(s *Set, w *worker.Streams) {
 	s.Str(&w.JobsStream, "DELETER_JOBS_STREAM", "jobs-stream", worker.DefaultJobsStream, "jobs stream")
 	s.Str(&w.JobsSubject, "DELETER_JOBS_SUBJECT", "jobs-subject", worker.DefaultJobsSubject, "jobs subject")
 	s.Str(&w.Consumer, "DELETER_CONSUMER", "consumer", worker.DefaultConsumer, "durable consumer shared by the pool")
@@ -36,7 +36,7 @@ func AddNames(s *Set, w *worker.Config) {
 // the name fields; the tools use no other worker Setting.
 type Tool struct {
 	NATSURL, NATSCreds string
-	Names              worker.Config
+	Names              worker.Streams
 }
 
 // ToolSettings returns the shared settings of a tool; a tool adds its own
@@ -97,7 +97,7 @@ func runSettings(c *Run) *Set {
 	s.DurIn(&w.DuplicateWindow, "DELETER_DUPLICATE_WINDOW", "duplicate-window", "", "duplicate window of the results and dead-letter streams, 1s to 8760h (default: the longer of 10m and the longest retry path)", time.Second, 8760*time.Hour)
 	s.DurIn(&w.ResultsMaxAge, "DELETER_RESULTS_MAX_AGE", "results-max-age", "336h", "how long result events are kept (1m to 87600h)", time.Minute, 87600*time.Hour)
 	s.NumIn(&w.Replicas, "DELETER_STREAM_REPLICAS", "stream-replicas", "1", "replicas of the streams it creates: 1 to 5 (3 on a cluster)", 1, 5)
-	AddNames(s, w)
+	AddNames(s, &w.Streams)
 	s.Str(&c.LogLevel, "LOG_LEVEL", "log-level", "info", "debug, info, warn or error")
 	s.Str(&c.LogFormat, "LOG_FORMAT", "log-format", "json", "json or console")
 	return s
