@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -222,13 +223,55 @@ func orDefault(d, def []time.Duration) []time.Duration {
 	return d
 }
 
-// Validate reports every setting that cannot work, alone or with others.
-// The messages name settings by their environment variables, since that is
-// where operators set them.
+// FieldError is one problem Validate found. Its message names the Config
+// fields involved as they are named here; a program that sets them under
+// other names (environment variables, flags) renames them with Message.
+type FieldError struct {
+	format string // with {Field} where a field is named
+	args   []any
+}
+
+// fieldErrorf is a *FieldError; a %w in format is unwrapped by Unwrap.
+func fieldErrorf(format string, a ...any) error { return &FieldError{format: format, args: a} }
+
+// Unwrap gives the errors among the message's arguments.
+func (e *FieldError) Unwrap() []error {
+	var out []error
+	for _, a := range e.args {
+		if err, ok := a.(error); ok {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+func (e *FieldError) Error() string { return e.Message(func(f string) string { return f }) }
+
+// Message is the error with every field named by name(field).
+func (e *FieldError) Message(name func(field string) string) string {
+	return fmt.Errorf(fieldRef.ReplaceAllStringFunc(e.format, func(ref string) string {
+		return strings.ReplaceAll(name(ref[1:len(ref)-1]), "%", "%%")
+	}), e.args...).Error()
+}
+
+// Fields are the fields the message names, in order.
+func (e *FieldError) Fields() []string {
+	var out []string
+	for _, m := range fieldRef.FindAllStringSubmatch(e.format, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+var fieldRef = regexp.MustCompile(`\{([A-Za-z]+)\}`)
+
+// Validate reports every setting that cannot work, alone or with others,
+// in a fixed order: errors.Join of *FieldError, each naming the fields
+// involved.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	bad := func(format string, a ...any) { errs = append(errs, fieldErrorf(format, a...)) }
 	c.checkLimits(bad)
 	c.checkOrgs(bad)
 	c.checkNames(bad)
@@ -238,51 +281,51 @@ func (c Config) Validate() error {
 // checkLimits reports the numbers and durations that cannot work.
 func (c Config) checkLimits(bad func(format string, a ...any)) {
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
-		bad("DELETER_CONCURRENCY must be between 1 and 10000, not %d", c.Concurrency)
+		bad("{Concurrency} must be between 1 and 10000, not %d", c.Concurrency)
 	}
 	if c.MaxDeliver < 1 {
-		bad("DELETER_MAX_DELIVER must be at least 1, not %d", c.MaxDeliver)
+		bad("{MaxDeliver} must be at least 1, not %d", c.MaxDeliver)
 	}
 	for _, b := range c.Backoff {
 		if b <= 0 {
-			bad("DELETER_BACKOFF steps must be positive, not %s", b)
+			bad("{Backoff} steps must be positive, not %s", b)
 		}
 		if b > c.DuplicateWindow {
-			bad("DELETER_BACKOFF step %s is longer than DELETER_DUPLICATE_WINDOW %s: a retried job could publish its outcome twice", b, c.DuplicateWindow)
+			bad("{Backoff} step %s is longer than {DuplicateWindow} %s: a retried job could publish its outcome twice", b, c.DuplicateWindow)
 		}
 	}
 	for _, s := range []named[time.Duration]{
-		{"DELETER_ACK_WAIT", c.AckWait}, {"DELETER_API_TIMEOUT", c.APITimeout},
-		{"DELETER_BREAKER_TIMEOUT", c.BreakerTimeout}, {"DELETER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
-		{"DELETER_DUPLICATE_WINDOW", c.DuplicateWindow}, {"DELETER_RESULTS_MAX_AGE", c.ResultsMaxAge},
+		{"AckWait", c.AckWait}, {"APITimeout", c.APITimeout},
+		{"BreakerTimeout", c.BreakerTimeout}, {"ShutdownTimeout", c.ShutdownTimeout},
+		{"DuplicateWindow", c.DuplicateWindow}, {"ResultsMaxAge", c.ResultsMaxAge},
 	} {
 		if s.value < 0 {
-			bad("%s must not be negative, not %s", s.name, s.value)
+			bad("{"+s.name+"} must not be negative, not %s", s.value)
 		}
 	}
 	if c.AckWait > 0 && c.AckWait < time.Second {
-		bad("DELETER_ACK_WAIT must be at least 1s, not %s", c.AckWait)
+		bad("{AckWait} must be at least 1s, not %s", c.AckWait)
 	}
 	if c.RateLimit < 0 {
-		bad("DELETER_RATE_LIMIT must not be negative, not %g", c.RateLimit)
+		bad("{RateLimit} must not be negative, not %g", c.RateLimit)
 	}
 	if c.RateBurst < 0 {
-		bad("DELETER_RATE_BURST must not be negative, not %d", c.RateBurst)
+		bad("{RateBurst} must not be negative, not %d", c.RateBurst)
 	}
 	if c.RateBurst > 0 && c.RateLimit == 0 {
-		bad("DELETER_RATE_BURST is set but DELETER_RATE_LIMIT is not: a burst needs a rate")
+		bad("{RateBurst} is set but {RateLimit} is not: a burst needs a rate")
 	}
 	if c.BreakerFailures < 1 {
-		bad("DELETER_BREAKER_FAILURES must be at least 1, not %d", c.BreakerFailures)
+		bad("{BreakerFailures} must be at least 1, not %d", c.BreakerFailures)
 	}
 	if rp := c.RetryPath(); c.DuplicateWindow < rp {
-		bad("DELETER_DUPLICATE_WINDOW %s is shorter than the longest retry path %s (DELETER_MAX_DELIVER × DELETER_ACK_WAIT + the DELETER_BACKOFF steps): a redelivered job could publish its outcome twice", c.DuplicateWindow, rp)
+		bad("{DuplicateWindow} %s is shorter than the longest retry path %s ({MaxDeliver} × {AckWait} + the {Backoff} steps): a redelivered job could publish its outcome twice", c.DuplicateWindow, rp)
 	}
 	if c.ResultsMaxAge > 0 && c.ResultsMaxAge < c.DuplicateWindow {
-		bad("DELETER_RESULTS_MAX_AGE %s is shorter than DELETER_DUPLICATE_WINDOW %s", c.ResultsMaxAge, c.DuplicateWindow)
+		bad("{ResultsMaxAge} %s is shorter than {DuplicateWindow} %s", c.ResultsMaxAge, c.DuplicateWindow)
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
-		bad("DELETER_STREAM_REPLICAS must be between 1 and 5, not %d", c.Replicas)
+		bad("{Replicas} must be between 1 and 5, not %d", c.Replicas)
 	}
 }
 
@@ -290,14 +333,14 @@ func (c Config) checkLimits(bad func(format string, a ...any)) {
 // that refuses everything.
 func (c Config) checkOrgs(bad func(format string, a ...any)) {
 	if c.DefaultOrg != "" && !tallyfy.ValidID(c.DefaultOrg) {
-		bad("TALLYFY_ORG_ID %q is not 1 to 64 letters, digits, '-' or '_'", c.DefaultOrg)
+		bad("{DefaultOrg} %q is not 1 to 64 letters, digits, '-' or '_'", c.DefaultOrg)
 	}
 	if len(c.AllowedOrgs) == 0 {
-		bad("TALLYFY_ALLOWED_ORGS is empty and TALLYFY_ORG_ID is not set: every job would be refused; name the organizations, or '*' for any")
+		bad("{AllowedOrgs} is empty and {DefaultOrg} is not set: every job would be refused; name the organizations, or '*' for any")
 	}
 	for _, o := range c.AllowedOrgs {
 		if o != "*" && !tallyfy.ValidID(o) {
-			bad("TALLYFY_ALLOWED_ORGS entry %q is not '*' nor 1 to 64 letters, digits, '-' or '_'", o)
+			bad("{AllowedOrgs} entry %q is not '*' nor 1 to 64 letters, digits, '-' or '_'", o)
 		}
 	}
 }
@@ -306,33 +349,33 @@ func (c Config) checkOrgs(bad func(format string, a ...any)) {
 // refuse or that would collide.
 func (c Config) checkNames(bad func(format string, a ...any)) {
 	for _, n := range []named[string]{
-		{"DELETER_JOBS_STREAM", c.JobsStream}, {"DELETER_RESULTS_STREAM", c.ResultsStream},
-		{"DELETER_DLQ_STREAM", c.DLQStream}, {"DELETER_CONSUMER", c.Consumer},
+		{"JobsStream", c.JobsStream}, {"ResultsStream", c.ResultsStream},
+		{"DLQStream", c.DLQStream}, {"Consumer", c.Consumer},
 	} {
 		if strings.ContainsAny(n.value, " \t\r\n.*>/\\") {
-			bad("%s %q must not contain spaces, '.', '*', '>', '/' or '\\'", n.name, n.value)
+			bad("{"+n.name+"} %q must not contain spaces, '.', '*', '>', '/' or '\\'", n.value)
 		}
 	}
 	for _, n := range []named[string]{
-		{"DELETER_JOBS_SUBJECT", c.JobsSubject}, {"DELETER_RESULTS_SUBJECT", c.ResultsSubject},
-		{"DELETER_DLQ_SUBJECT", c.DLQSubject},
+		{"JobsSubject", c.JobsSubject}, {"ResultsSubject", c.ResultsSubject},
+		{"DLQSubject", c.DLQSubject},
 	} {
 		s := n.value
 		if strings.ContainsAny(s, " \t\r\n*>") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
-			bad("%s %q is not a plain subject (no wildcards, spaces or empty tokens)", n.name, s)
+			bad("{"+n.name+"} %q is not a plain subject (no wildcards, spaces or empty tokens)", s)
 		}
 	}
 	if c.ResultsSubject == c.DLQSubject || c.ResultsSubject == c.JobsSubject || c.DLQSubject == c.JobsSubject ||
 		strings.HasPrefix(c.JobsSubject, c.ResultsSubject+".") || strings.HasPrefix(c.JobsSubject, c.DLQSubject+".") {
-		bad("DELETER_JOBS_SUBJECT, DELETER_RESULTS_SUBJECT and DELETER_DLQ_SUBJECT must not overlap")
+		bad("{JobsSubject}, {ResultsSubject} and {DLQSubject} must not overlap")
 	}
 	if c.JobsStream == c.ResultsStream || c.JobsStream == c.DLQStream || c.ResultsStream == c.DLQStream {
-		bad("DELETER_JOBS_STREAM, DELETER_RESULTS_STREAM and DELETER_DLQ_STREAM must differ")
+		bad("{JobsStream}, {ResultsStream} and {DLQStream} must differ")
 	}
 }
 
-// named is a setting's value with the name Validate's messages give it; a
-// list of them keeps the messages in a fixed order, as a map would not.
+// named is a field's value with its name; a list of them keeps Validate's
+// messages in a fixed order, as a map would not.
 type named[T any] struct {
 	name  string
 	value T

@@ -25,14 +25,14 @@ func TestValidateOrder(t *testing.T) {
 		},
 	}
 	want := []string{
-		"DELETER_API_TIMEOUT must not be negative",
-		"DELETER_BREAKER_TIMEOUT must not be negative",
-		"DELETER_SHUTDOWN_TIMEOUT must not be negative",
-		`DELETER_JOBS_STREAM "jobs.x"`,
-		`DELETER_RESULTS_STREAM "results x"`,
-		`DELETER_CONSUMER "a>b"`,
-		`DELETER_JOBS_SUBJECT "jobs."`,
-		`DELETER_DLQ_SUBJECT "dlq..x"`,
+		"APITimeout must not be negative",
+		"BreakerTimeout must not be negative",
+		"ShutdownTimeout must not be negative",
+		`JobsStream "jobs.x"`,
+		`ResultsStream "results x"`,
+		`Consumer "a>b"`,
+		`JobsSubject "jobs."`,
+		`DLQSubject "dlq..x"`,
 	}
 	first := cfg.Validate()
 	if first == nil {

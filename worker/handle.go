@@ -51,7 +51,7 @@ func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
 		return
 	}
 	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
-		err = fmt.Errorf("%w: %s is not in TALLYFY_ALLOWED_ORGS", ErrOrgNotAllowed, job.OrgID)
+		err = fmt.Errorf("%w: %s is not an allowed organization", ErrOrgNotAllowed, job.OrgID)
 	}
 	a := Attempt{Err: err, Delivered: int(meta.NumDelivered), DryRun: err == nil && w.cfg.DryRun}
 	callable := err == nil && !a.DryRun

@@ -115,28 +115,28 @@ func (w *Worker) setupOnce(ctx context.Context) (jetstream.Consumer, error) {
 	for _, want := range []jetstream.StreamConfig{results, dlq} {
 		s, err := w.js.Stream(ctx, want.Name)
 		if err != nil {
-			return nil, fmt.Errorf("stream %s (DELETER_PROVISION=false): %w", want.Name, err)
+			return nil, fieldErrorf("stream %s ({SkipProvision}): %w", want.Name, err)
 		}
 		if got := s.CachedInfo().Config.Duplicates; got < w.cfg.RetryPath() {
-			return nil, fmt.Errorf("stream %s has a duplicate window of %s, shorter than the longest retry path %s (DELETER_MAX_DELIVER × DELETER_ACK_WAIT + the DELETER_BACKOFF steps): a redelivered job could publish its outcome twice", want.Name, got, w.cfg.RetryPath())
+			return nil, fieldErrorf("stream %s has a duplicate window of %s, shorter than the longest retry path %s ({MaxDeliver} × {AckWait} + the {Backoff} steps): a redelivered job could publish its outcome twice", want.Name, got, w.cfg.RetryPath())
 		}
 	}
 	cons, err := w.js.Consumer(ctx, jobs.Name, w.cfg.Consumer)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("stream %s (DELETER_PROVISION=false): %w", jobs.Name, err)
+			return nil, fieldErrorf("stream %s ({SkipProvision}): %w", jobs.Name, err)
 		}
-		return nil, fmt.Errorf("consumer %s on stream %s (DELETER_PROVISION=false): %w", w.cfg.Consumer, jobs.Name, err)
+		return nil, fieldErrorf("consumer %s on stream %s ({SkipProvision}): %w", w.cfg.Consumer, jobs.Name, err)
 	}
 	info := cons.CachedInfo().Config
 	if info.MaxDeliver != w.cfg.MaxDeliver {
-		return nil, fmt.Errorf("consumer %s has MaxDeliver %d but DELETER_MAX_DELIVER is %d: the worker could not tell a job's last delivery", w.cfg.Consumer, info.MaxDeliver, w.cfg.MaxDeliver)
+		return nil, fieldErrorf("consumer %s has MaxDeliver %d but {MaxDeliver} is %d: the worker could not tell a job's last delivery", w.cfg.Consumer, info.MaxDeliver, w.cfg.MaxDeliver)
 	}
 	if info.AckPolicy != jetstream.AckExplicitPolicy {
 		return nil, fmt.Errorf("consumer %s must use explicit acks, not %s", w.cfg.Consumer, info.AckPolicy)
 	}
 	if info.AckWait != w.cfg.AckWait {
-		w.log.Warn().Dur("consumer_ack_wait", info.AckWait).Dur("configured", w.cfg.AckWait).Msg("the consumer's ack wait differs from DELETER_ACK_WAIT; using the consumer's")
+		w.log.Warn().Dur("consumer_ack_wait", info.AckWait).Dur("configured", w.cfg.AckWait).Msg("the consumer's ack wait differs from the configured one; using the consumer's")
 		w.cfg.AckWait = info.AckWait
 	}
 	return cons, nil

@@ -99,7 +99,7 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 	if cfg.VerifyNotFound {
 		rc, ok := api.(RunChecker)
 		if !ok {
-			return nil, errors.New("worker: DELETER_VERIFY_NOT_FOUND needs an API client that can read runs")
+			return nil, fieldErrorf("worker: {VerifyNotFound} needs an API client that can read runs")
 		}
 		w.checker = rc
 	}

@@ -43,7 +43,7 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 	}
 	w, err := worker.New(js, api, cfg.Worker)
 	if err != nil {
-		log.Error().Err(err).Msg("refusing to start")
+		log.Error().Str("error", settings.Describe(err)).Msg("refusing to start")
 		return 2
 	}
 	if cfg.HTTPAddr != "" {
@@ -62,7 +62,7 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 	}
 	log.Info().Str("nats_url", cli.RedactURLs(cfg.NATSURL)).Str("api_url", cfg.APIURL).Msg("worker starting")
 	if err := w.Run(ctx); err != nil {
-		log.Error().Err(err).Msg("worker could not start")
+		log.Error().Str("error", settings.Describe(err)).Msg("worker could not start")
 		return 1
 	}
 	if err := nc.Drain(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
 // Setting is one configuration value: an environment variable and the flag
@@ -23,6 +24,9 @@ type Setting struct {
 	// isBool flags may stand alone: --json means --json=true.
 	isBool bool
 	set    func(string) error
+	// field is the worker.Config field it sets, if any: its errors name
+	// the field, and Describe names the setting instead.
+	field string
 	// value and from are what parse applied: for the start-up log.
 	value, from string
 }
@@ -35,6 +39,46 @@ type Set struct {
 func (s *Set) add(env, flagName, def, help string, set func(string) error) *Setting {
 	st := &Setting{env: env, flag: flagName, def: def, help: help, set: set}
 	s.list = append(s.list, st)
+	return st
+}
+
+// Describe is err's text with the fields its *worker.FieldError values
+// name replaced by the environment variables of the settings that set
+// them; joined errors are described one per line.
+func (s *Set) Describe(err error) string {
+	var fe *worker.FieldError
+	switch e := err.(type) {
+	case nil:
+		return ""
+	case *worker.FieldError:
+		return e.Message(s.envOf)
+	case interface{ Unwrap() []error }:
+		var lines []string
+		for _, inner := range e.Unwrap() {
+			lines = append(lines, s.Describe(inner))
+		}
+		return strings.Join(lines, "\n")
+	}
+	inner := errors.Unwrap(err)
+	if inner == nil || !errors.As(inner, &fe) {
+		return err.Error()
+	}
+	return strings.Replace(err.Error(), inner.Error(), s.Describe(inner), 1)
+}
+
+// envOf is the environment variable that sets a worker.Config field.
+func (s *Set) envOf(field string) string {
+	for _, st := range s.list {
+		if st.field == field && st.env != "" {
+			return st.env
+		}
+	}
+	return field
+}
+
+// For records the worker.Config field the setting sets.
+func (st *Setting) For(field string) *Setting {
+	st.field = field
 	return st
 }
 
