@@ -94,6 +94,23 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tallyfy: base URL: %w", err)
 	}
+	return build(u, opts)
+}
+
+// CheckBaseURL says whether New would take baseURL: an absolute http or
+// https URL without user information, query or fragment ("" is the
+// default).
+func CheckBaseURL(baseURL string) error {
+	if baseURL == "" {
+		return nil
+	}
+	if _, err := parseHTTPURL(baseURL); err != nil {
+		return fmt.Errorf("tallyfy: base URL: %w", err)
+	}
+	return nil
+}
+
+func build(u *url.URL, opts []Option) (*Client, error) {
 	c := &Client{
 		prefix:  u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/"),
 		timeout: defaultTimeout,

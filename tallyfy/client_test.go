@@ -776,3 +776,13 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("server saw %d, hook %d; want 100 each", hits.get(), len(hooks.statuses()))
 	}
 }
+
+// TestCheckBaseURL: it takes exactly what New takes.
+func TestCheckBaseURL(t *testing.T) {
+	for _, u := range []string{"", "https://go.tallyfy.com/api", "http://127.0.0.1:8080/api/", "ftp://x", "https://user:pw@x/api", "https://x/api?q=1", "/api", "https://x/a#f"} {
+		_, newErr := New(u, WithToken("t"))
+		if err := CheckBaseURL(u); (err == nil) != (newErr == nil) {
+			t.Errorf("CheckBaseURL(%q) = %v, but New says %v", u, err, newErr)
+		}
+	}
+}

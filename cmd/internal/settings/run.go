@@ -125,7 +125,7 @@ func LoadRun(args []string, getenv func(string) string, stdout io.Writer) (*Run,
 	c.Worker.SkipProvision = !c.provision
 	var errs []error
 	errs = append(errs, c.checkCredentials()...)
-	if _, err := tallyfy.New(c.APIURL, tallyfy.WithToken("placeholder")); err != nil {
+	if err := tallyfy.CheckBaseURL(c.APIURL); err != nil {
 		errs = append(errs, fmt.Errorf("TALLYFY_API_URL: %w", err))
 	}
 	switch c.LogFormat {
