@@ -239,7 +239,7 @@ func (w *Worker) publish(ctx context.Context, m *nats.Msg) error {
 
 func (w *Worker) publishFailed(t *task, job Job, err error) {
 	delay := w.policy.backoff(int(t.meta.NumDelivered))
-	w.jobLog(w.log.Error(), t, job).Err(err).Dur("retry_in", delay).Msg("could not publish the job's outcome; handing the job back")
+	w.jobLog(w.log.Error(), t, job).Err(err).Dur("retry_in_ms", delay).Msg("could not publish the job's outcome; handing the job back")
 	if err := t.msg.NakWithDelay(delay); err != nil {
 		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
 	}
@@ -247,7 +247,7 @@ func (w *Worker) publishFailed(t *task, job Job, err error) {
 
 // retry hands a job back for a later delivery after a failure that counts.
 func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
-	ev := w.jobLog(w.log.Warn(), t, job).Err(cause).Dur("retry_in", d.Delay)
+	ev := w.jobLog(w.log.Warn(), t, job).Err(cause).Dur("retry_in_ms", d.Delay)
 	if d.Status != 0 {
 		ev = ev.Int("status", d.Status)
 	}

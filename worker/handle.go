@@ -127,7 +127,7 @@ func identity(h nats.Header, seq uint64) (uint64, int) {
 func (w *Worker) waitRateLimit(stopping context.Context, t *task, job Job, d Decision) bool {
 	until := time.Now().Add(d.Delay)
 	w.gate.pause(until)
-	w.jobLog(w.log.Warn(), t, job).Int("status", d.Status).Dur("retry_after", d.Delay).Msg("rate limited by Tallyfy; pausing pulls and retrying this job after Retry-After")
+	w.jobLog(w.log.Warn(), t, job).Int("status", d.Status).Dur("retry_after_ms", d.Delay).Msg("rate limited by Tallyfy; pausing pulls and retrying this job after Retry-After")
 	for {
 		changed := w.gate.changes()
 		if cannot, _ := w.ab.state(); cannot != Able {

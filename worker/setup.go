@@ -74,7 +74,7 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 		if err == nil || !mayPass(err) || time.Now().Add(wait).After(deadline) {
 			return cons, err
 		}
-		w.log.Warn().Err(err).Dur("retry_in", wait).Msg("setting up streams and consumer failed; retrying")
+		w.log.Warn().Err(err).Dur("retry_in_ms", wait).Msg("setting up streams and consumer failed; retrying")
 		select {
 		case <-ctx.Done():
 			return nil, err
@@ -136,7 +136,7 @@ func (w *Worker) setupOnce(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, fmt.Errorf("consumer %s must use explicit acks, not %s", w.cfg.Consumer, info.AckPolicy)
 	}
 	if info.AckWait != w.cfg.AckWait {
-		w.log.Warn().Dur("consumer_ack_wait", info.AckWait).Dur("configured", w.cfg.AckWait).Msg("the consumer's ack wait differs from the configured one; using the consumer's")
+		w.log.Warn().Dur("consumer_ack_wait_ms", info.AckWait).Dur("configured_ms", w.cfg.AckWait).Msg("the consumer's ack wait differs from the configured one; using the consumer's")
 		w.cfg.AckWait = info.AckWait
 	}
 	return cons, nil

@@ -210,7 +210,7 @@ func (w *Worker) Run(ctx context.Context) error {
 // ends first it cancels hard, which cuts their calls short and hands their
 // jobs back, and waits for that.
 func (w *Worker) awaitJobs(jobs *sync.WaitGroup, cancelHard context.CancelFunc) {
-	w.log.Info().Int64("in_flight", w.inflight.Load()).Dur("timeout", w.cfg.ShutdownTimeout).Msg("shutting down: pulling stopped, waiting for jobs in flight")
+	w.log.Info().Int64("in_flight", w.inflight.Load()).Dur("timeout_ms", w.cfg.ShutdownTimeout).Msg("shutting down: pulling stopped, waiting for jobs in flight")
 	finished := make(chan struct{})
 	go func() { jobs.Wait(); close(finished) }()
 	grace := time.NewTimer(w.cfg.ShutdownTimeout)
