@@ -75,12 +75,17 @@ func (e *APIError) Error() string {
 		b.WriteString(": ")
 		b.WriteString(e.Message)
 	}
-	if e.RequestID != "" {
+	writeRequestID(&b, e.RequestID)
+	return b.String()
+}
+
+// writeRequestID ends an error's text with Tallyfy's request ID, if any.
+func writeRequestID(b *strings.Builder, id string) {
+	if id != "" {
 		b.WriteString(" (request_id ")
-		b.WriteString(e.RequestID)
+		b.WriteString(id)
 		b.WriteString(")")
 	}
-	return b.String()
 }
 
 // Is matches on the status code alone, so errors.Is(err, ErrNotArchived)
@@ -125,11 +130,7 @@ func (e *TokenError) Error() string {
 		}
 	}
 	b.WriteString(e.Message)
-	if e.RequestID != "" {
-		b.WriteString(" (request_id ")
-		b.WriteString(e.RequestID)
-		b.WriteString(")")
-	}
+	writeRequestID(&b, e.RequestID)
 	return b.String()
 }
 

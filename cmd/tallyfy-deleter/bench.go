@@ -1,17 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/bench"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 )
 
@@ -39,7 +37,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cli.Interruptible(stderr)
 	defer stop()
 	// A failed or interrupted bench still shows the rows it finished: a
 	// full run takes long.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -65,7 +64,7 @@ func Child(args []string, version string, stdin io.Reader, stdout, stderr io.Wri
 	// context, as SIGINT and SIGTERM do: both loops then stop pulling,
 	// finish what is in flight and return. This reader belongs to the
 	// process: it ends at EOF or with the process.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cli.OnSignal(func(os.Signal) {}, nil)
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
