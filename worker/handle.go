@@ -30,20 +30,27 @@ type task struct {
 	lastTouch atomic.Int64 // unix nanos of the last ack-wait reset
 }
 
-// handle gives one message its outcome, or hands it back.
-func (w *Worker) handle(stopping, hard context.Context, msg jetstream.Msg) {
+// take puts a pulled message in the worker's hands: from now on its ack
+// wait is kept alive, whether it waits for a slot or is in one. It is nil
+// for a message that is no JetStream job (it is handed back).
+func (w *Worker) take(hard context.Context, msg jetstream.Msg) *task {
 	meta, err := msg.Metadata()
 	if err != nil {
 		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata; handing it back")
 		_ = msg.Nak()
-		return
+		return nil
 	}
 	t := &task{hard: hard, msg: msg, meta: meta, seq: meta.Sequence.Stream, start: time.Now()}
 	t.adoptIdentity()
 	t.lastTouch.Store(t.start.UnixNano())
 	w.tracked.Store(t, struct{}{})
-	defer w.tracked.Delete(t)
+	return t
+}
 
+// handle gives one job its outcome, or hands it back.
+func (w *Worker) handle(stopping context.Context, t *task) {
+	defer w.tracked.Delete(t)
+	hard, msg, meta := t.hard, t.msg, t.meta
 	job, err := DecodeJob(msg.Data(), w.cfg.DefaultOrg)
 	if stopping.Err() != nil {
 		// Pulled as shutdown began: another worker takes it now.

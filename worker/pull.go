@@ -14,19 +14,23 @@ import (
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
 
-// pull takes jobs while ctx lives, never more than there are free slots,
-// none while pulling is paused or the breaker is open, and one at a time
-// (a probe) while the worker cannot call Tallyfy otherwise.
+// pull takes jobs while ctx lives: as many as there are slots, plus as
+// many again waiting for a slot (Prefetch), so that a slot never waits a
+// round trip to the server for its next job. None while pulling is paused
+// or the breaker is open, and one at a time (a probe) while the worker
+// cannot call Tallyfy otherwise.
 func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
 	// One long-lived goroutine per slot: a goroutine per job would grow its
 	// stack anew for every job (the API call's chain is deep), which the
-	// profile showed as runtime.newstack under net/http.
-	msgs := make(chan jetstream.Msg)
-	defer close(msgs)
+	// profile showed as runtime.newstack under net/http. The channel holds
+	// the prefetched jobs: the pull loop never blocks on it, since it
+	// takes no more than there is room for.
+	queue := make(chan *task, w.cfg.Concurrency+w.prefetch())
+	defer close(queue)
 	for range w.cfg.Concurrency {
 		jobs.Go(func() {
-			for msg := range msgs {
-				w.handle(ctx, hard, msg)
+			for t := range queue {
+				w.handle(ctx, t)
 				w.jobDone()
 			}
 		})
@@ -51,9 +55,13 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 		for msg := range batch.Messages() {
 			// One that arrives after shutdown began is handed straight
 			// back by its slot.
+			t := w.take(hard, msg)
+			if t == nil {
+				continue
+			}
 			w.inflight.Add(1)
 			w.cfg.Metrics.JobStarted()
-			msgs <- msg
+			queue <- t
 		}
 		close(end)
 		if err := batch.Error(); err != nil && !benignFetchError(err) {
@@ -61,6 +69,10 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 		}
 	}
 }
+
+// prefetch is how many jobs beyond its slots the worker holds, waiting for
+// a slot: its concurrency, so that it holds at most twice that.
+func (w *Worker) prefetch() int { return w.cfg.Concurrency }
 
 func (w *Worker) fetchStarted() chan struct{} {
 	end := make(chan struct{})
@@ -121,7 +133,7 @@ func (w *Worker) sleep(ctx context.Context, d time.Duration) {
 }
 
 // pullable says how many jobs may be pulled now, or how long to wait
-// before asking again (a wake-up may come sooner).
+// before asking again (a wake-up, when a job ends, may come sooner).
 func (w *Worker) pullable() (int, time.Duration) {
 	const idle = time.Second
 	now := time.Now()
@@ -132,7 +144,14 @@ func (w *Worker) pullable() (int, time.Duration) {
 	if w.breaker.State() == gobreaker.StateOpen {
 		return 0, max(time.Until(w.gate.openUntil()), 10*time.Millisecond)
 	}
-	free := w.cfg.Concurrency - int(w.inflight.Load())
+	// Room counts the prefetched jobs. Pulling only once half the room
+	// is free keeps batches large (a Fetch costs a subscription and a
+	// round trip) while the jobs still held keep every slot busy.
+	capacity := w.cfg.Concurrency + w.prefetch()
+	free := capacity - int(w.inflight.Load())
+	if free < (capacity+1)/2 && w.inflight.Load() > 0 {
+		return 0, idle
+	}
 	switch cannot, _ := w.ab.state(); {
 	case cannot == CredentialsUnreadable && w.creds != nil:
 		// No job could tell more than the check in the pull loop does.
