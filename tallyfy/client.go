@@ -409,10 +409,12 @@ func (c *Client) attempt(ctx context.Context, method, u, token string, decode fu
 	if err != nil {
 		return nil, c.secrets(token).wrap("tallyfy: ", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("X-Tallyfy-Client", "APIClient")
-	req.Header.Set("User-Agent", c.ua)
+	// The keys are canonical already: Set would canonicalise them again on
+	// every request, which the profile showed.
+	req.Header["Authorization"] = []string{"Bearer " + token}
+	req.Header["Accept"] = []string{"application/json"}
+	req.Header["X-Tallyfy-Client"] = []string{"APIClient"}
+	req.Header["User-Agent"] = []string{c.ua}
 
 	hr, err := c.hc.Do(req)
 	if err != nil {

@@ -214,7 +214,25 @@ func redirectTarget(loc string, sec secrets) string {
 }
 
 func requestID(h http.Header) string {
-	return OneLine(h.Get("X-Request-Id"), maxRequestID)
+	id := h.Get("X-Request-Id")
+	if plainID(id) {
+		return id // the usual case, without OneLine's copy
+	}
+	return OneLine(id, maxRequestID)
+}
+
+// plainID: short, printable ASCII without spaces, which OneLine would leave
+// as it is.
+func plainID(s string) bool {
+	if len(s) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // parseRetryAfter accepts both forms of RFC 9110; anything unusable is 0,

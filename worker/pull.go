@@ -149,7 +149,7 @@ func (w *Worker) pullable() (int, time.Duration) {
 	// round trip) while the jobs still held keep every slot busy.
 	capacity := w.cfg.Concurrency + w.prefetch()
 	free := capacity - int(w.inflight.Load())
-	if free < (capacity+1)/2 && w.inflight.Load() > 0 {
+	if free < (capacity+3)/4 && w.inflight.Load() > 0 {
 		return 0, idle
 	}
 	switch cannot, _ := w.ab.state(); {
