@@ -359,12 +359,15 @@ func (c *Client) invalidate(refused string) bool {
 }
 
 func (c *Client) token(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	var t *oauth2.Token
 	var err error
 	if cs, ok := c.ts.(contextSource); ok {
+		// Only a source that may fetch gets a deadline of its own: a timer
+		// per request for a static token or a file is what the profile
+		// showed.
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		t, err = cs.tokenContext(ctx)
+		cancel()
 	} else {
 		t, err = c.ts.Token()
 	}
