@@ -10,10 +10,10 @@ import (
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
-// TestPrefetchHoldsAtMostTwiceConcurrency: a worker holds its slots' jobs
-// and as many again waiting, never more, whatever the backlog.
-func TestPrefetchHoldsAtMostTwiceConcurrency(t *testing.T) {
-	const jobs, concurrency = 40, 4
+// TestPrefetchHoldsAtMostItsStatedShare: a worker holds its slots' jobs
+// and as many again waiting (at least 8), never more, whatever the backlog.
+func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
+	const jobs, concurrency = 60, 10
 	e := newEnv(t)
 	e.api.SetLatency(100 * time.Millisecond)
 	cfg := testConfig()
@@ -31,8 +31,8 @@ func TestPrefetchHoldsAtMostTwiceConcurrency(t *testing.T) {
 		defer e.mu.Unlock()
 		return len(e.results) == jobs
 	})
-	if limit := 2 * concurrency; most > limit {
-		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and as many prefetched)", most, limit, concurrency)
+	if limit := concurrency + max(concurrency, 8); most > limit {
+		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and as many prefetched, at least 8)", most, limit, concurrency)
 	}
 }
 

@@ -71,8 +71,9 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 }
 
 // prefetch is how many jobs beyond its slots the worker holds, waiting for
-// a slot: its concurrency, so that it holds at most twice that.
-func (w *Worker) prefetch() int { return w.cfg.Concurrency }
+// a slot: its concurrency, and at least 8, so that a worker of few slots
+// still fetches in batches rather than one round trip per job.
+func (w *Worker) prefetch() int { return max(w.cfg.Concurrency, 8) }
 
 func (w *Worker) fetchStarted() chan struct{} {
 	end := make(chan struct{})
