@@ -404,9 +404,13 @@ func (c *Client) attempt(ctx context.Context, method, u, token string, decode fu
 		}()
 	}
 	// The deadline, not http.Client.Timeout, bounds the attempt: it also
-	// covers a body that trickles or never ends.
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
+	// covers a body that trickles or never ends. A caller's deadline that
+	// comes as soon needs no timer of our own (the worker sets one per call).
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > c.timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
