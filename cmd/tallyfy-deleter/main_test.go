@@ -75,6 +75,7 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		{"token file empty", fileOf("token", emptyFile), nil, []string{"TALLYFY_ACCESS_TOKEN_FILE", "empty"}},
 		{"client secret file is a directory", fileOf("secret", dir), nil, []string{"TALLYFY_CLIENT_SECRET_FILE", "is a directory"}},
 		{"client secret file empty", fileOf("secret", emptyFile), nil, []string{"TALLYFY_CLIENT_SECRET_FILE", "empty"}},
+		{"bad token URL", []string{"TALLYFY_CLIENT_ID", "c", "TALLYFY_CLIENT_SECRET", "s", "TALLYFY_TOKEN_URL", "ftp://x", "TALLYFY_ORG_ID", "org1"}, nil, []string{"TALLYFY_TOKEN_URL"}},
 		{"concurrency zero", append(base, "DELETER_CONCURRENCY", "0"), nil, []string{"DELETER_CONCURRENCY", "from 1 to 10000"}},
 		{"concurrency negative", append(base, "DELETER_CONCURRENCY", "-3"), nil, []string{"DELETER_CONCURRENCY"}},
 		{"concurrency too high", append(base, "DELETER_CONCURRENCY", "10001"), nil, []string{"DELETER_CONCURRENCY"}},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/tallyfy-deleter/tallyfy-deleter/testutil/servers"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 

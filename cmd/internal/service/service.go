@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -71,6 +70,8 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 	return 0
 }
 
+// newAPIClient builds the Tallyfy client with the credentials LoadRun
+// checked (their file already read).
 func newAPIClient(cfg *settings.Run, version string, extra ...tallyfy.Option) (*tallyfy.Client, error) {
 	opts := append([]tallyfy.Option{
 		tallyfy.WithTimeout(cfg.Worker.APITimeout),
@@ -79,23 +80,7 @@ func newAPIClient(cfg *settings.Run, version string, extra ...tallyfy.Option) (*
 		// DELETE, never runs beside it), so none is redialled.
 		tallyfy.WithKeepAlive(max(cfg.Worker.Concurrency, worker.DefaultConcurrency)),
 	}, extra...)
-	switch {
-	case cfg.TokenFile != "":
-		opts = append(opts, tallyfy.WithTokenSource(tallyfy.FileTokenSource(cfg.TokenFile)))
-	case cfg.ClientID != "":
-		cs, err := tallyfy.ClientCredentials(tallyfy.ClientCredentialsConfig{
-			TokenURL:         cfg.TokenURL,
-			ClientID:         cfg.ClientID,
-			ClientSecret:     cfg.ClientSecret,
-			ClientSecretFile: cfg.ClientSecretFile,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("TALLYFY_CLIENT_ID, TALLYFY_CLIENT_SECRET(_FILE), TALLYFY_TOKEN_URL: %w", err)
-		}
-		opts = append(opts, tallyfy.WithTokenSource(cs))
-	default:
-		opts = append(opts, tallyfy.WithToken(cfg.Token))
-	}
+	opts = append(opts, cfg.Credentials())
 	return tallyfy.New(cfg.APIURL, opts...)
 }
 

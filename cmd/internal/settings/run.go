@@ -64,6 +64,8 @@ type Run struct {
 	provision          bool
 	// Effective is the configuration as applied, secrets redacted.
 	Effective map[string]string
+	// credentials is what checkCredentials built; see Credentials.
+	credentials tallyfy.Option
 }
 
 func runSettings(c *Run) *Set {
@@ -144,7 +146,6 @@ func LoadRun(args []string, getenv func(string) string, stdout io.Writer) (*Run,
 
 // checkCredentials wants exactly one way to authenticate.
 func (c *Run) checkCredentials() []error {
-	var errs []error
 	ways := 0
 	for _, set := range []bool{c.Token != "", c.TokenFile != "", c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != ""} {
 		if set {
@@ -157,33 +158,55 @@ func (c *Run) checkCredentials() []error {
 	case ways > 1:
 		return []error{errors.New("more than one kind of credentials: set only one of TALLYFY_ACCESS_TOKEN, TALLYFY_ACCESS_TOKEN_FILE, and TALLYFY_CLIENT_ID with its secret")}
 	}
-	if c.TokenFile != "" {
-		// Read it as the worker will: a file that exists but cannot be read,
+	switch {
+	case c.TokenFile != "":
+		// Read it as the worker will, with the source the worker will use
+		// (it keeps what it read): a file that exists but cannot be read,
 		// or is empty, is refused like a missing one.
-		if _, err := tallyfy.FileTokenSource(c.TokenFile).Token(); err != nil {
-			errs = append(errs, fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err))
+		src := tallyfy.FileTokenSource(c.TokenFile)
+		c.credentials = tallyfy.WithTokenSource(src)
+		if _, err := src.Token(); err != nil {
+			return []error{fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err)}
 		}
+	case c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != "":
+		return c.checkClientCredentials()
+	default:
+		c.credentials = tallyfy.WithToken(c.Token)
 	}
-	if c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != "" {
-		switch {
-		case c.ClientID == "":
-			errs = append(errs, errors.New("TALLYFY_CLIENT_SECRET or TALLYFY_CLIENT_SECRET_FILE is set but TALLYFY_CLIENT_ID is not"))
-		case c.ClientSecret != "" && c.ClientSecretFile != "":
-			errs = append(errs, errors.New("TALLYFY_CLIENT_SECRET and TALLYFY_CLIENT_SECRET_FILE are both set: set one"))
-		case c.ClientSecret == "" && c.ClientSecretFile == "":
-			errs = append(errs, errors.New("TALLYFY_CLIENT_ID is set but neither TALLYFY_CLIENT_SECRET nor TALLYFY_CLIENT_SECRET_FILE is"))
-		case c.ClientSecretFile != "":
-			// Reads the file, and nothing else: no token is fetched.
-			_, err := tallyfy.ClientCredentials(tallyfy.ClientCredentialsConfig{
-				ClientID: c.ClientID, ClientSecretFile: c.ClientSecretFile,
-			})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("TALLYFY_CLIENT_SECRET_FILE: %w", err))
-			}
-		}
-	}
-	return errs
+	return nil
 }
+
+// checkClientCredentials wants a client ID with exactly one secret, and
+// builds the token source: reading the secret file, fetching nothing.
+func (c *Run) checkClientCredentials() []error {
+	switch {
+	case c.ClientID == "":
+		return []error{errors.New("TALLYFY_CLIENT_SECRET or TALLYFY_CLIENT_SECRET_FILE is set but TALLYFY_CLIENT_ID is not")}
+	case c.ClientSecret != "" && c.ClientSecretFile != "":
+		return []error{errors.New("TALLYFY_CLIENT_SECRET and TALLYFY_CLIENT_SECRET_FILE are both set: set one")}
+	case c.ClientSecret == "" && c.ClientSecretFile == "":
+		return []error{errors.New("TALLYFY_CLIENT_ID is set but neither TALLYFY_CLIENT_SECRET nor TALLYFY_CLIENT_SECRET_FILE is")}
+	}
+	if err := tallyfy.CheckBaseURL(c.TokenURL); err != nil {
+		return []error{fmt.Errorf("TALLYFY_TOKEN_URL: %w", err)}
+	}
+	cs, err := tallyfy.ClientCredentials(tallyfy.ClientCredentialsConfig{
+		TokenURL:         c.TokenURL,
+		ClientID:         c.ClientID,
+		ClientSecret:     c.ClientSecret,
+		ClientSecretFile: c.ClientSecretFile,
+	})
+	if err != nil {
+		// With the ID, one secret and the URL checked, only the file is left.
+		return []error{fmt.Errorf("TALLYFY_CLIENT_SECRET_FILE: %w", err)}
+	}
+	c.credentials = tallyfy.WithTokenSource(cs)
+	return nil
+}
+
+// Credentials is the API client's option for the credentials LoadRun
+// checked; the token source is the one that read them.
+func (c *Run) Credentials() tallyfy.Option { return c.credentials }
 
 // Describe is err's text with the worker.Config fields its *worker.FieldError
 // values name replaced by the environment variables of `run` that set
