@@ -48,10 +48,10 @@ func (i Inability) String() string {
 // cannot hands every job it holds back to the pool and pulls none but a
 // probe, so that one broken replica never holds still jobs that the others
 // could finish. It is this worker's alone: its breaker says that its own
-// calls fail, which a typo in its API URL or a node's broken egress does as
-// well as an outage of Tallyfy. Each change is logged once: at error when the worker
-// becomes unable (or unable for another reason), at info when it is able
-// again.
+// calls fail, which a typo in its API URL or a node's broken egress does
+// as well as an outage of Tallyfy. Each change is logged once: at error
+// when the worker becomes unable (or unable for another reason), at info
+// when it is able again.
 type ability struct {
 	log     *zerolog.Logger
 	metrics Observer
@@ -101,6 +101,17 @@ func (a *ability) setBreaker(s gobreaker.State) {
 		}
 		a.breaker = s
 		return true
+	})
+}
+
+// credentialsAccepted says that a call got past authentication: the
+// credentials were read, and Tallyfy took them. One lock per call, the
+// common case.
+func (a *ability) credentialsAccepted() {
+	a.update(func() bool {
+		changed := a.rejected || a.unreadable != ""
+		a.rejected, a.unreadable = false, ""
+		return changed
 	})
 }
 

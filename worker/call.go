@@ -59,15 +59,19 @@ func (w *Worker) noteCredentials(err error) {
 		w.ab.setUnreadable(tallyfy.OneLine(err.Error(), maxErrorHeader))
 		return
 	}
-	w.ab.setUnreadable("")
 	var apiErr *tallyfy.APIError
 	switch {
 	case errors.Is(err, tallyfy.ErrUnauthorized):
+		w.ab.setUnreadable("")
 		w.ab.setRejected(true)
 	case err == nil, errors.As(err, &apiErr) && apiErr.StatusCode >= 400 && apiErr.StatusCode < 500:
-		// The API took the request past authentication. A 5xx from
-		// something in front of it says nothing about the credentials.
-		w.ab.setRejected(false)
+		// The API took the request past authentication.
+		w.ab.credentialsAccepted()
+	default:
+		// A 5xx from something in front of the API, or no answer: the
+		// credentials were read, but say nothing of what Tallyfy makes of
+		// them.
+		w.ab.setUnreadable("")
 	}
 }
 

@@ -254,15 +254,6 @@ func (e *FieldError) Message(name func(field string) string) string {
 	}), e.args...).Error()
 }
 
-// Fields are the fields the message names, in order.
-func (e *FieldError) Fields() []string {
-	var out []string
-	for _, m := range fieldRef.FindAllStringSubmatch(e.format, -1) {
-		out = append(out, m[1])
-	}
-	return out
-}
-
 var fieldRef = regexp.MustCompile(`\{([A-Za-z]+)\}`)
 
 // Validate reports every setting that cannot work, alone or with others,

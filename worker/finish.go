@@ -260,14 +260,9 @@ func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
 // giveBack hands a job back as shutdown begins or ends, so that another
 // worker takes it now rather than after the ack wait.
 func (w *Worker) giveBack(t *task, job Job) {
-	if err := w.returnJob(t); err != nil {
-		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("could not hand back a copy of the job; naking it")
-		w.nak(t, job)
-		w.jobLog(w.log.Info(), t, job).Str("as", "nak").Msg("shutting down: job handed back")
-	} else {
-		w.jobLog(w.log.Info(), t, job).Str("as", "copy").Msg("shutting down: job handed back")
-	}
-	w.cfg.Metrics.HandedBack("shutdown")
+	ev := w.jobLog(w.log.Info(), t, job).Str("as", w.returnOrNak(t, job))
+	ev.Msg("shutting down: job handed back")
+	w.cfg.Metrics.HandedBack(handedBackShutdown)
 }
 
 // handBack gives a job back to the pool because this worker cannot call
@@ -280,19 +275,30 @@ func (w *Worker) handBack(t *task, job Job, cause error) {
 		// The breaker refused the call and has closed since.
 		why = "circuit breaker refused the call"
 	}
-	ev := w.log.Info()
-	if err := w.returnJob(t); err != nil {
-		w.jobLog(w.log.Warn(), t, job).Err(err).Msg("could not hand back a copy of the job; naking it")
-		w.nak(t, job)
-		ev = ev.Str("as", "nak")
-	} else {
-		ev = ev.Str("as", "copy")
-	}
+	ev := w.log.Info().Str("as", w.returnOrNak(t, job))
 	if cause != nil {
 		ev = ev.AnErr("cause", cause)
 	}
 	w.jobLog(ev, t, job).Str("reason", why).Msg("this worker cannot call Tallyfy: job handed back to the pool")
-	w.cfg.Metrics.HandedBack("unable")
+	w.cfg.Metrics.HandedBack(handedBackUnable)
+}
+
+// Why a job was handed back, as Observer.HandedBack names it.
+const (
+	handedBackUnable   = "unable"
+	handedBackShutdown = "shutdown"
+)
+
+// returnOrNak returns the job as a copy (returnJob) or, when that fails,
+// naks it, and says which: "copy" or "nak".
+func (w *Worker) returnOrNak(t *task, job Job) string {
+	err := w.returnJob(t)
+	if err == nil {
+		return "copy"
+	}
+	w.jobLog(w.log.Warn(), t, job).Err(err).Msg("could not hand back a copy of the job; naking it")
+	w.nak(t, job)
+	return "nak"
 }
 
 func (w *Worker) nak(t *task, job Job) {

@@ -89,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, i := range Inabilities {
 		m.unable.WithLabelValues(i.String())
 	}
-	for _, w := range []string{"unable", "shutdown"} {
+	for _, w := range []string{handedBackUnable, handedBackShutdown} {
 		m.handedBack.WithLabelValues(w)
 	}
 	return m

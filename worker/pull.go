@@ -15,7 +15,7 @@ import (
 )
 
 // pull takes jobs while ctx lives: as many as there are slots, plus as
-// many again waiting for a slot (Prefetch), so that a slot never waits a
+// many again waiting for a slot (see prefetch), so that a slot never waits a
 // round trip to the server for its next job. None while pulling is paused
 // or the breaker is open, and one at a time (a probe) while the worker
 // cannot call Tallyfy otherwise.
@@ -145,8 +145,8 @@ func (w *Worker) pullable() (int, time.Duration) {
 	if w.breaker.State() == gobreaker.StateOpen {
 		return 0, max(time.Until(w.gate.openUntil()), 10*time.Millisecond)
 	}
-	// Room counts the prefetched jobs. Pulling only once half the room
-	// is free keeps batches large (a Fetch costs a subscription and a
+	// Room counts the prefetched jobs. Pulling only once a quarter of the
+	// room is free keeps batches large (a Fetch costs a subscription and a
 	// round trip) while the jobs still held keep every slot busy.
 	capacity := w.cfg.Concurrency + w.prefetch()
 	free := capacity - int(w.inflight.Load())
