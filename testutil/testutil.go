@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -16,17 +17,22 @@ type (
 	ClusterOptions = servers.ClusterOptions
 	FakeTallyfy    = servers.FakeTallyfy
 	Response       = servers.Response
-	Request        = servers.Request
 )
 
-// The servers' constructors for code that stops what it starts itself.
-var (
-	StartNATS        = servers.StartNATS
-	StartNATSCluster = servers.StartNATSCluster
-	StartFakeTallyfy = servers.StartFakeTallyfy
-	ClusterURL       = servers.ClusterURL
-	WaitClusterReady = servers.WaitClusterReady
-)
+// StartNATS is servers.StartNATS, for a test that stops the server itself.
+func StartNATS(opts NATSOptions) (*NATS, error) { return servers.StartNATS(opts) }
+
+// StartFakeTallyfy is servers.StartFakeTallyfy, for a test that closes the
+// fake itself.
+func StartFakeTallyfy() *FakeTallyfy { return servers.StartFakeTallyfy() }
+
+// ClusterURL is servers.ClusterURL: every node's URL, comma-separated.
+func ClusterURL(nodes []*NATS) string { return servers.ClusterURL(nodes) }
+
+// WaitClusterReady is servers.WaitClusterReady.
+func WaitClusterReady(ctx context.Context, nodes []*NATS) error {
+	return servers.WaitClusterReady(ctx, nodes)
+}
 
 // JetStream starts a single server on a random port with its store in a
 // temporary directory, and shuts it down when the test ends.
