@@ -214,25 +214,7 @@ func redirectTarget(loc string, sec secrets) string {
 }
 
 func requestID(h http.Header) string {
-	id := h.Get("X-Request-Id")
-	if plainID(id) {
-		return id // the usual case, without OneLine's copy
-	}
-	return OneLine(id, maxRequestID)
-}
-
-// plainID: short, printable ASCII without spaces, which OneLine would leave
-// as it is.
-func plainID(s string) bool {
-	if len(s) > maxRequestID {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
+	return OneLine(h.Get("X-Request-Id"), maxRequestID)
 }
 
 // parseRetryAfter accepts both forms of RFC 9110; anything unusable is 0,
@@ -386,6 +368,9 @@ func OneLine(s string, maxBytes int) string {
 	if maxBytes <= 0 {
 		return ""
 	}
+	if len(s) <= maxBytes && plainASCII(s) {
+		return s // the usual case (an ID, a short message): nothing to copy
+	}
 	var b strings.Builder
 	space := false
 	for _, r := range s {
@@ -414,6 +399,16 @@ func OneLine(s string, maxBytes int) string {
 		keep, tail = maxBytes, "" // no room for the ellipsis
 	}
 	return strings.TrimRight(cutRunes(out, keep), " ") + tail
+}
+
+// plainASCII: printable ASCII without spaces, which OneLine leaves as it is.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // cutRunes is the longest prefix of s of at most n bytes that ends on a
