@@ -180,7 +180,7 @@ func printDeadLetters(w io.Writer, letters []ops.DeadLetter) {
 			attempts = strconv.Itoa(d.Attempts)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, cli.Cell(d.Reason), status, cli.Cell(d.OrgID), cli.Cell(d.RunID),
-			attempts, d.Time.Format(time.RFC3339), cli.Cell(truncate(d.Error, maxErrorCell)))
+			attempts, d.Time.Format(time.RFC3339), truncate(cli.Cell(d.Error), maxErrorCell))
 	}
 	tw.Flush()
 }
@@ -278,10 +278,6 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 // exit status.
 func replayLetters(ctx context.Context, js jetstream.JetStream, cfg *settings.Tool, letters []ops.DeadLetter, perSecond int, stdout, errw io.Writer) int {
 	r, err := ops.NewReplayer(ctx, js, cfg.Names)
-	if errors.Is(err, ops.ErrNoJobsStream) {
-		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: the jobs stream %s does not exist: start a worker (it creates the streams), or create it\n", cfg.Names.JobsStream)
-		return 1
-	}
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: %v\n", err)
 		return 1

@@ -100,12 +100,8 @@ func openJobs(ctx context.Context, cfg *settings.Tool, errw io.Writer) (*ops.Job
 		return nil, nil, false
 	}
 	jobs, err := ops.OpenJobs(ctx, js, cfg.Names)
-	if errors.Is(err, ops.ErrNoJobsStream) {
-		fmt.Fprintf(errw, "tallyfy-deleter enqueue: the jobs stream %s does not exist: start a worker (it creates the streams), or create it\n", cfg.Names.JobsStream)
-	} else if err != nil {
-		fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
-	}
 	if err != nil {
+		fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
 		disconnect()
 		return nil, nil, false
 	}

@@ -40,9 +40,7 @@ func cmdStatus(args []string, getenv func(string) string, stdout, stderr io.Writ
 		return 1
 	}
 	defer disconnect()
-	ctx, cancel := context.WithTimeout(context.Background(), cli.ToolTimeout)
-	defer cancel()
-	rep, err := ops.Status(ctx, js, cfg.Names)
+	rep, err := ops.Status(context.Background(), js, cfg.Names)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter status: %v\n", err)
 		return 1

@@ -89,8 +89,8 @@ func (e *StoppedError) Error() string {
 func (e *StoppedError) Unwrap() error { return e.Err }
 
 // Enqueue reads src to its end, validates each line as the worker would
-// (ParseJobLine), and publishes the valid jobs to opts.Jobs as canonical
-// JSON with Nats-Msg-Id EnqueueMsgID, so that a job enqueued twice within
+// (parseJobLine), and publishes the valid jobs to opts.Jobs as canonical
+// JSON with Nats-Msg-Id enqueueMsgID, so that a job enqueued twice within
 // the stream's duplicate window is stored once. A line that is not a valid
 // job is reported and not published. Publishes are asynchronous, a few
 // hundred awaiting their acks at most; Enqueue returns once every ack has
@@ -189,17 +189,17 @@ func parseSourceLine(in sourceLine, defaultOrg string) (worker.Job, bool, error)
 	if in.tooLong {
 		return worker.Job{}, false, errTooLong()
 	}
-	return ParseJobLine(in.line, defaultOrg)
+	return parseJobLine(in.line, defaultOrg)
 }
 
 func errTooLong() error { return fmt.Errorf("longer than %d bytes", worker.MaxJobSize) }
 
-// ParseJobLine reads one line (or argument): a JSON object or a CSV line
+// parseJobLine reads one line (or argument): a JSON object or a CSV line
 // org_id,run_id[,request_id] (an empty org_id means defaultOrg). skip is
 // true for blank lines, comments and a CSV header. A job is validated by
 // the worker's own rules, so that what it would dead-letter as invalid_job
 // is refused here instead.
-func ParseJobLine(line []byte, defaultOrg string) (job worker.Job, skip bool, err error) {
+func parseJobLine(line []byte, defaultOrg string) (job worker.Job, skip bool, err error) {
 	if len(line) > worker.MaxJobSize {
 		return job, false, errTooLong()
 	}
@@ -259,9 +259,9 @@ func isCSVHeader(rec []string) bool {
 	return true
 }
 
-// EnqueueMsgID is the Nats-Msg-Id of a job: the same job enqueued twice
+// enqueueMsgID is the Nats-Msg-Id of a job: the same job enqueued twice
 // within the jobs stream's duplicate window is stored once.
-func EnqueueMsgID(j worker.Job) string {
+func enqueueMsgID(j worker.Job) string {
 	sum := sha256.Sum256([]byte(j.OrgID + "\x00" + j.RunID + "\x00" + j.RequestID))
 	return "enqueue-" + hex.EncodeToString(sum[:])[:32]
 }
@@ -298,7 +298,7 @@ func (p *publisher) publish(n int, job worker.Job) {
 	}
 	m := nats.NewMsg(p.jobs.subject)
 	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, EnqueueMsgID(job))
+	m.Header.Set(jetstream.MsgIDHeader, enqueueMsgID(job))
 	fut, err := p.jobs.js.PublishMsgAsync(m, jetstream.WithExpectStream(p.jobs.stream))
 	p.pending <- pendingPublish{n: n, job: job, fut: fut, err: err}
 }

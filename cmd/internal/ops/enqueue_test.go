@@ -41,7 +41,7 @@ func TestParseJobLine(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			job, skip, err := ParseJobLine([]byte(tc.line), "dflt")
+			job, skip, err := parseJobLine([]byte(tc.line), "dflt")
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Errorf("error %v, want one with %q", err, tc.wantErr)
@@ -56,16 +56,16 @@ func TestParseJobLine(t *testing.T) {
 }
 
 func TestEnqueueMsgID(t *testing.T) {
-	a := EnqueueMsgID(worker.Job{OrgID: "org1", RunID: "r1"})
+	a := enqueueMsgID(worker.Job{OrgID: "org1", RunID: "r1"})
 	if !regexp.MustCompile(`^enqueue-[0-9a-f]{32}$`).MatchString(a) {
 		t.Errorf("%q", a)
 	}
 	for _, other := range []worker.Job{{OrgID: "org1", RunID: "r2"}, {OrgID: "org1", RunID: "r1", RequestID: "q"}, {OrgID: "org1r", RunID: "1"}} {
-		if EnqueueMsgID(other) == a {
+		if enqueueMsgID(other) == a {
 			t.Errorf("%+v has the same ID as org1/r1", other)
 		}
 	}
-	if EnqueueMsgID(worker.Job{OrgID: "org1", RunID: "r1"}) != a {
+	if enqueueMsgID(worker.Job{OrgID: "org1", RunID: "r1"}) != a {
 		t.Error("the same job, another ID")
 	}
 }
@@ -182,7 +182,7 @@ func TestEnqueuePublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := worker.Job{OrgID: "org1", RunID: "r1"}
-	if string(m.Data) != `{"org_id":"org1","run_id":"r1"}` || m.Header.Get(jetstream.MsgIDHeader) != EnqueueMsgID(want) {
+	if string(m.Data) != `{"org_id":"org1","run_id":"r1"}` || m.Header.Get(jetstream.MsgIDHeader) != enqueueMsgID(want) {
 		t.Errorf("stored %s %v", m.Data, m.Header)
 	}
 }

@@ -16,9 +16,16 @@ import (
 // created it yet, and there is nowhere to publish jobs to.
 var ErrNoJobsStream = errors.New("the jobs stream does not exist")
 
-func noJobsStream(name string) error {
-	return fmt.Errorf("%w: %s", ErrNoJobsStream, name)
+// noJobsStreamError is ErrNoJobsStream for one stream, saying what to do.
+type noJobsStreamError struct{ name string }
+
+func (e *noJobsStreamError) Error() string {
+	return "the jobs stream " + e.name + " does not exist: start a worker (it creates the streams), or create it"
 }
+
+func (e *noJobsStreamError) Is(target error) bool { return target == ErrNoJobsStream }
+
+func noJobsStream(name string) error { return &noJobsStreamError{name: name} }
 
 // Jobs is the jobs stream, looked up, for Enqueue to publish to.
 type Jobs struct {

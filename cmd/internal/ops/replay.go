@@ -20,26 +20,24 @@ const replayConcurrency = 4
 
 // Replayer re-publishes dead letters as jobs and removes them.
 type Replayer struct {
-	js      jetstream.JetStream
-	dlq     jetstream.Stream
-	subject string
-	stream  string
+	jobs *Jobs
+	dlq  jetstream.Stream
 }
 
 // NewReplayer looks up the jobs and dead-letter streams n names. A jobs
 // stream that does not exist is ErrNoJobsStream.
 func NewReplayer(ctx context.Context, js jetstream.JetStream, n worker.Streams) (*Replayer, error) {
-	cctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
-	_, jerr := js.Stream(cctx, n.JobsStream)
-	dlq, qerr := js.Stream(cctx, n.DLQStream)
-	cancel()
-	if errors.Is(jerr, jetstream.ErrStreamNotFound) {
-		return nil, noJobsStream(n.JobsStream)
-	}
-	if err := errors.Join(jerr, qerr); err != nil {
+	jobs, err := OpenJobs(ctx, js, n)
+	if err != nil {
 		return nil, err
 	}
-	return &Replayer{js: js, dlq: dlq, subject: n.JobsSubject, stream: n.JobsStream}, nil
+	cctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
+	defer cancel()
+	dlq, err := js.Stream(cctx, n.DLQStream)
+	if err != nil {
+		return nil, err
+	}
+	return &Replayer{jobs: jobs, dlq: dlq}, nil
 }
 
 // ReplayOptions are how Replay goes about it.
@@ -137,12 +135,12 @@ type replayRun struct {
 func (r *replayRun) replay(d *DeadLetter) {
 	rep := ReplayReport{Letter: d}
 	defer r.report(&rep)
-	m := nats.NewMsg(r.subject)
+	m := nats.NewMsg(r.jobs.subject)
 	m.Data = []byte(d.Body)
 	m.Header.Set(jetstream.MsgIDHeader, "replay-"+strconv.FormatUint(d.Seq, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), cli.ToolTimeout)
 	defer cancel()
-	ack, err := r.js.PublishMsg(ctx, m, jetstream.WithExpectStream(r.stream))
+	ack, err := r.jobs.js.PublishMsg(ctx, m, jetstream.WithExpectStream(r.jobs.stream))
 	if err != nil {
 		rep.Err = err
 		return

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
@@ -65,9 +66,11 @@ type ResultsStatus struct {
 
 // Status reports the jobs backlog, the dead letters by reason and the
 // result events by outcome, in the streams n names. A stream or consumer
-// that does not exist is reported as such, not as an error. ctx bounds
-// every call.
+// that does not exist is reported as such, not as an error. All its calls
+// together are bounded by cli.ToolTimeout.
 func Status(ctx context.Context, js jetstream.JetStream, n worker.Streams) (*StatusReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, cli.ToolTimeout)
+	defer cancel()
 	rep := &StatusReport{
 		Jobs:        JobsStatus{Stream: n.JobsStream, Consumer: ConsumerStatus{Name: n.Consumer}},
 		DeadLetters: DLQStatus{Stream: n.DLQStream, ByReason: map[string]uint64{}},
