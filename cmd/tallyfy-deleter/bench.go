@@ -37,7 +37,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	ctx, stop := cli.Interruptible(stderr)
+	// The first signal stops the run in progress (its children are
+	// killed, not finished) and prints the rows done so far.
+	ctx, stop := cli.OnSignal(func(os.Signal) {
+		fmt.Fprintln(stderr, "interrupted: stopping the run in progress; the rows done so far follow; interrupt again to quit at once")
+	}, nil)
 	defer stop()
 	// A failed or interrupted bench still shows the rows it finished: a
 	// full run takes long.

@@ -69,12 +69,18 @@ func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64,
 		jobs.Wait()
 		return 0, err
 	}
-	<-ctx.Done()
+	// Until told to stop, or until the consume ends by itself (the
+	// connection or the consumer gone).
+	select {
+	case <-ctx.Done():
+	case <-cc.Closed():
+	}
 	cc.Drain()
 	<-cc.Closed()
 	close(msgs)
 	jobs.Wait()
-	return done.Load(), nc.Drain()
+	// Every ack was confirmed (DoubleAck): there is nothing left to drain.
+	return done.Load(), nil
 }
 
 // bareJob is one job of the bare loop; true when it was acked.
