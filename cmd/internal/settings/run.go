@@ -160,14 +160,15 @@ func (c *Run) checkCredentials() []error {
 	}
 	switch {
 	case c.TokenFile != "":
-		// Read it as the worker will, with the source the worker will use
-		// (it keeps what it read): a file that exists but cannot be read,
-		// or is empty, is refused like a missing one.
-		src := tallyfy.FileTokenSource(c.TokenFile)
-		c.credentials = tallyfy.WithTokenSource(src)
-		if _, err := src.Token(); err != nil {
+		// Read it as the worker will: a file that exists but cannot be
+		// read, or is empty, is refused like a missing one. The worker gets
+		// a source of its own, which reads the file at its first call: a
+		// file that became unreadable since is found out then, not a
+		// second later.
+		if _, err := tallyfy.FileTokenSource(c.TokenFile).Token(); err != nil {
 			return []error{fmt.Errorf("TALLYFY_ACCESS_TOKEN_FILE: %w", err)}
 		}
+		c.credentials = tallyfy.WithTokenSource(tallyfy.FileTokenSource(c.TokenFile))
 	case c.ClientID != "" || c.ClientSecret != "" || c.ClientSecretFile != "":
 		return c.checkClientCredentials()
 	default:
@@ -205,7 +206,7 @@ func (c *Run) checkClientCredentials() []error {
 }
 
 // Credentials is the API client's option for the credentials LoadRun
-// checked; the token source is the one that read them.
+// checked.
 func (c *Run) Credentials() tallyfy.Option { return c.credentials }
 
 // Describe is err's text with the worker.Config fields its *worker.FieldError
