@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -74,6 +75,10 @@ func checkRows(t *testing.T, rows []Row) {
 		t.Errorf("worker/bare: %v on the bare row, %v on the worker row, want 0 and %v",
 			bare.WorkerVsBare, w.WorkerVsBare, w.JobsPerSec/bare.JobsPerSec)
 	}
+	if bare.CPUVsBare != 0 || w.CPUVsBare != w.CPUPer10k/bare.CPUPer10k {
+		t.Errorf("CPU ratio: %v on the bare row, %v on the worker row, want 0 and %v",
+			bare.CPUVsBare, w.CPUVsBare, w.CPUPer10k/bare.CPUPer10k)
+	}
 }
 
 // checkJSON: WriteJSON's array has one object per row with the keys that
@@ -100,7 +105,7 @@ func checkJSON(t *testing.T, rows []Row) {
 		}
 		want := slices.Clone(always)
 		if rows[i].Loop == LoopWorker {
-			want = append(want, "worker_bare_ratio") // of_ideal and the RSS ratio: omitted when zero
+			want = append(want, "worker_bare_ratio", "cpu_bare_ratio") // of_ideal and the RSS ratio: omitted when zero
 		}
 		slices.Sort(keys)
 		slices.Sort(want)
@@ -190,5 +195,23 @@ func TestBenchPercentile(t *testing.T) {
 	}
 	if got := percentile(nil, 0.5); got != 0 {
 		t.Errorf("percentile of nothing: %v", got)
+	}
+}
+
+// TestPairedRatios: worker/bare is the median of each round's ratio, so
+// that the machine slowing down between rounds does not move it.
+func TestPairedRatios(t *testing.T) {
+	// The worker is 0.9 of the loop, using 1.1 times its CPU, in two
+	// rounds of three; the machine is twice as fast in the first round,
+	// and slows down in the middle of the third. The ratio of the medians
+	// would be 5000/9000.
+	bares := []Row{{JobsPerSec: 10000, CPUPer10k: 1}, {JobsPerSec: 5000, CPUPer10k: 2}, {JobsPerSec: 9000, CPUPer10k: 1}}
+	workers := []Row{{JobsPerSec: 9000, CPUPer10k: 1.1}, {JobsPerSec: 4500, CPUPer10k: 2.2}, {JobsPerSec: 5000, CPUPer10k: 2}}
+	thr, cpu := pairedRatios(bares, workers)
+	if math.Abs(thr-0.9) > 1e-9 || math.Abs(cpu-1.1) > 1e-9 {
+		t.Errorf("pairedRatios = %.3f, %.3f; want 0.9, 1.1", thr, cpu)
+	}
+	if thr, cpu := pairedRatios(nil, nil); thr != 0 || cpu != 0 {
+		t.Errorf("no rounds: %v, %v; want 0, 0", thr, cpu)
 	}
 }

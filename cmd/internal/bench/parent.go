@@ -157,9 +157,7 @@ func (b *bencher) compare(ctx context.Context, opts Options) ([]Row, error) {
 				}
 			}
 			bare, w := medianRow(bares), medianRow(workers)
-			if bare.JobsPerSec > 0 {
-				w.WorkerVsBare = w.JobsPerSec / bare.JobsPerSec
-			}
+			w.WorkerVsBare, w.CPUVsBare = pairedRatios(bares, workers)
 			rows = append(rows, bare, w)
 		}
 	}
@@ -338,6 +336,39 @@ func (r *Row) addTimes(events []resultEvent, firstSeq uint64, published []time.T
 	return nil
 }
 
+// pairedRatios are the medians, over the rounds, of the worker's jobs/s
+// and CPU per job over the bare loop's in the same round. The machine's
+// speed drifts over minutes (a virtual machine's neighbours), and the two
+// runs of a round are the closest in time: the ratio of each round's pair
+// cancels most of the drift, where a ratio of the medians would not.
+func pairedRatios(bares, workers []Row) (throughput, cpu float64) {
+	var thr, cpus []float64
+	for i := range min(len(bares), len(workers)) {
+		b, w := bares[i], workers[i]
+		if b.JobsPerSec > 0 {
+			thr = append(thr, w.JobsPerSec/b.JobsPerSec)
+		}
+		if b.CPUPer10k > 0 {
+			cpus = append(cpus, w.CPUPer10k/b.CPUPer10k)
+		}
+	}
+	return median(thr), median(cpus)
+}
+
+// median is 0 for no values.
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	vs = slices.Clone(vs)
+	slices.Sort(vs)
+	m := vs[len(vs)/2]
+	if len(vs)%2 == 0 {
+		m = (vs[len(vs)/2-1] + m) / 2
+	}
+	return m
+}
+
 // medianRow is rs's median, metric by metric.
 func medianRow(rs []Row) Row {
 	out := rs[0]
@@ -359,12 +390,7 @@ func medianRow(rs []Row) Row {
 		for i := range rs {
 			vs[i] = *f(&rs[i])
 		}
-		slices.Sort(vs)
-		m := vs[len(vs)/2]
-		if len(vs)%2 == 0 {
-			m = (vs[len(vs)/2-1] + m) / 2
-		}
-		*f(&out) = m
+		*f(&out) = median(vs)
 	}
 	return out
 }

@@ -43,8 +43,10 @@ type Row struct {
 	// Runs is how many runs the row is the median of (--repeat).
 	Runs int `json:"runs"`
 	// WorkerVsBare is the worker's jobs/s over the bare loop's in the same
-	// setting; on worker rows only.
+	// round, and CPUVsBare its CPU per job over the loop's, each the median
+	// over the rounds; on worker rows only.
 	WorkerVsBare float64 `json:"worker_bare_ratio,omitempty"`
+	CPUVsBare    float64 `json:"cpu_bare_ratio,omitempty"`
 	// OfIdeal is jobs/s over concurrency / API latency, when the latency
 	// is not zero.
 	OfIdeal float64 `json:"of_ideal,omitempty"`
@@ -102,7 +104,8 @@ bare: the same confirmations as the worker (pull, DELETE, publish the result and
   ack, double-ack the job) with no validation, breaker, logging or metrics.
 `)
 	if len(rows) > 0 && rows[0].Runs > 1 {
-		fmt.Fprintf(w, "Each row is the median of %d runs, the loops alternating, each going first in turn.\n", rows[0].Runs)
+		fmt.Fprintf(w, "Each row is the median of %d rounds, the loops alternating, each going first in turn;\n"+
+			"worker/bare and the CPU ratio below are medians of each round's pair.\n", rows[0].Runs)
 	}
 	fmt.Fprintln(w)
 	if memory {
@@ -122,10 +125,7 @@ bare: the same confirmations as the worker (pull, DELETE, publish the result and
 		}
 		switch {
 		case r.latency == 0:
-			cpu := 0.0
-			if bare.CPUPer10k > 0 {
-				cpu = r.CPUPer10k / bare.CPUPer10k
-			}
+			cpu := r.CPUVsBare
 			fmt.Fprintf(w, "target: latency 0, concurrency %d: worker/bare %.2f, at least %.2f: %s; CPU per job %.2f times the bare loop's, at most %.1f: %s\n",
 				r.Concurrency, r.WorkerVsBare, minThroughput, verdict(r.WorkerVsBare >= minThroughput), cpu, maxCPU, verdict(cpu > 0 && cpu <= maxCPU))
 		case r.latency == 50*time.Millisecond && r.Concurrency == 64:
