@@ -54,16 +54,41 @@ const maxErrorHeader = 1024
 // ack wait is kept alive meanwhile by the heartbeat.
 var publishRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second}
 
-// finish publishes the outcome (and dead letter), confirmed, then acks. If a
-// publish cannot be confirmed the job is nak'd with a delay: never acked
-// without its record, never lost.
-func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, cause error) {
+// finish gives t's job the outcome d. Its dead letter, if it has one, is
+// published and confirmed here; its result event is published without
+// waiting, and the pending record returned for a confirmer (see confirm) to
+// ack the job once JetStream has confirmed the event, while the slot goes
+// on to its next job. It returns nil when the job is done with here: its
+// record could not be published, and it was nak'd with a delay (see
+// recordFailed). Never acked without its record, never lost.
+func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, cause error) *pending {
 	res := w.result(t, job, d, resp, cause)
-	if err := w.record(t.hard, res, t.msg.Data()); err != nil {
-		w.cfg.Metrics.PublishFailed(err.kind)
-		w.publishFailed(t, job, err)
-		return
+	if res.Outcome == OutcomeDeadLettered {
+		if err := w.publish(t.hard, w.deadLetter(t.msg.Data(), res)); err != nil {
+			w.recordFailed(t, job, &recordError{kind: kindDeadLetter, err: err})
+			return nil
+		}
 	}
+	m, err := w.resultMsg(res)
+	if err != nil {
+		w.recordFailed(t, job, &recordError{kind: kindResult, err: err})
+		return nil
+	}
+	p := &pending{t: t, job: job, d: d, res: res, msg: m}
+	// Refused at once (the connection closed, too many publishes
+	// pending): the confirmer publishes it again, waiting.
+	p.ack, _ = w.js.PublishMsgAsync(m)
+	return p
+}
+
+// recordFailed hands back a job whose record JetStream did not confirm.
+func (w *Worker) recordFailed(t *task, job Job, err *recordError) {
+	w.cfg.Metrics.PublishFailed(err.kind)
+	w.publishFailed(t, job, err)
+}
+
+// acked acks a job whose record is confirmed, and says so.
+func (w *Worker) acked(t *task, job Job, d Decision, res Result) {
 	ctx, cancel := w.jsContext()
 	defer cancel()
 	if err := t.msg.DoubleAck(ctx); err != nil {
@@ -123,8 +148,9 @@ func (w *Worker) result(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 	return res
 }
 
-// record publishes the dead letter, then the result event, both confirmed.
-// Its error says which of the two JetStream did not confirm.
+// record publishes the dead letter, then the result event, both confirmed,
+// for the sweeper. Its error says which of the two JetStream did not
+// confirm.
 func (w *Worker) record(ctx context.Context, res Result, data []byte) *recordError {
 	if res.Outcome == OutcomeDeadLettered {
 		if err := w.publish(ctx, w.deadLetter(data, res)); err != nil {

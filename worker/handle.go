@@ -47,15 +47,16 @@ func (w *Worker) take(hard context.Context, msg jetstream.Msg) *task {
 	return t
 }
 
-// handle gives one job its outcome, or hands it back.
-func (w *Worker) handle(stopping context.Context, t *task) {
-	defer w.tracked.Delete(t)
+// handle gives one job its outcome, or hands it back. A job whose outcome
+// waits for its result event's confirmation is returned, to be confirmed
+// (see confirm); nil means the job is done with.
+func (w *Worker) handle(stopping context.Context, t *task) *pending {
 	hard, msg, meta := t.hard, t.msg, t.meta
 	job, err := DecodeJob(msg.Data(), w.cfg.DefaultOrg)
 	if stopping.Err() != nil {
 		// Pulled as shutdown began: another worker takes it now.
 		w.giveBack(t, job)
-		return
+		return nil
 	}
 	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
 		err = fmt.Errorf("%w: %s is not an allowed organization", ErrOrgNotAllowed, job.OrgID)
@@ -71,30 +72,29 @@ func (w *Worker) handle(stopping context.Context, t *task) {
 		d := w.policy.Route(a)
 		switch d.Action {
 		case ActFinish:
-			w.finish(t, job, d, resp, a.Err)
-			return
+			return w.finish(t, job, d, resp, a.Err)
 		case ActRetry:
 			w.retry(t, job, d, a.Err)
-			return
+			return nil
 		case ActGiveBack:
 			w.giveBack(t, job)
-			return
+			return nil
 		case ActHandBack:
 			if d.Delay > 0 {
 				// Rejected credentials: the next probe waits this long.
 				w.gate.pause(time.Now().Add(d.Delay))
 			}
 			w.handBack(t, job, a.Err)
-			return
+			return nil
 		case ActWaitRateLimit:
 			if !w.waitRateLimit(stopping, t, job, d) {
 				w.giveBack(t, job)
-				return
+				return nil
 			}
 			if cannot, _ := w.ab.state(); cannot != Able {
 				// Became unable while waiting: the pool may not be.
 				w.handBack(t, job, nil)
-				return
+				return nil
 			}
 		}
 	}

@@ -311,6 +311,29 @@ type hookJS struct {
 	after func(m *nats.Msg)
 }
 
+// PublishMsgAsync publishes m as PublishMsg does, hook included, and
+// returns its confirmation already settled.
+func (h hookJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	f := settled{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	ack, err := h.PublishMsg(context.Background(), m, opts...)
+	if err != nil {
+		f.err <- err
+	} else {
+		f.ok <- ack
+	}
+	return f, nil
+}
+
+type settled struct {
+	msg *nats.Msg
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f settled) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f settled) Err() <-chan error            { return f.err }
+func (f settled) Msg() *nats.Msg               { return f.msg }
+
 func (h hookJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	ack, err := h.JetStream.PublishMsg(ctx, m, opts...)
 	if err == nil && h.after != nil {

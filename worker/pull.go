@@ -25,13 +25,25 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 	// profile showed as runtime.newstack under net/http. The channel holds
 	// the prefetched jobs: the pull loop never blocks on it, since it
 	// takes no more than there is room for.
-	queue := make(chan *task, w.cfg.Concurrency+w.prefetch())
+	//
+	// A slot that has published a job's result event goes on to its next
+	// job, and a goroutine of the job's own waits for JetStream's
+	// confirmation and acks it: as many as there are jobs waiting, and no
+	// more. Those jobs still count as held, so the worker never holds more
+	// than its slots and prefetch.
+	queue := make(chan *task, w.capacity())
 	defer close(queue)
 	for range w.cfg.Concurrency {
 		jobs.Go(func() {
 			for t := range queue {
-				w.handle(ctx, t)
-				w.jobDone()
+				if p := w.handle(ctx, t); p != nil {
+					jobs.Go(func() {
+						w.confirm(p)
+						w.release(t)
+					})
+					continue
+				}
+				w.release(t)
 			}
 		})
 	}
@@ -73,7 +85,13 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 // prefetch is how many jobs beyond its slots the worker holds, waiting for
 // a slot: its concurrency, and at least 8, so that a worker of few slots
 // still fetches in batches rather than one round trip per job.
-func (w *Worker) prefetch() int { return max(w.cfg.Concurrency, 8) }
+func (w *Worker) prefetch() int { return prefetchFor(w.cfg.Concurrency) }
+
+func prefetchFor(concurrency int) int { return max(concurrency, 8) }
+
+// capacity is how many jobs the worker holds at most: in its slots,
+// prefetched, or waiting for their result event's confirmation.
+func (w *Worker) capacity() int { return w.cfg.Concurrency + w.prefetch() }
 
 func (w *Worker) fetchStarted() chan struct{} {
 	end := make(chan struct{})
@@ -110,7 +128,9 @@ func benignFetchError(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
-func (w *Worker) jobDone() {
+// release lets go of a job done with: handed back, or acked.
+func (w *Worker) release(t *task) {
+	w.tracked.Delete(t)
 	w.inflight.Add(-1)
 	w.cfg.Metrics.JobEnded()
 	w.signal()
@@ -145,10 +165,11 @@ func (w *Worker) pullable() (int, time.Duration) {
 	if w.breaker.State() == gobreaker.StateOpen {
 		return 0, max(time.Until(w.gate.openUntil()), 10*time.Millisecond)
 	}
-	// Room counts the prefetched jobs. Pulling only once a quarter of the
-	// room is free keeps batches large (a Fetch costs a subscription and a
-	// round trip) while the jobs still held keep every slot busy.
-	capacity := w.cfg.Concurrency + w.prefetch()
+	// Room counts the prefetched jobs, and those whose result event is
+	// being confirmed. Pulling only once a quarter of the room is free
+	// keeps batches large (a Fetch costs a subscription and a round trip)
+	// while the jobs still held keep every slot busy.
+	capacity := w.capacity()
 	free := capacity - int(w.inflight.Load())
 	if free < (capacity+3)/4 && w.inflight.Load() > 0 {
 		return 0, idle

@@ -44,9 +44,12 @@ type CredentialsChecker interface {
 // Worker pulls jobs from the durable consumer and gives each one outcome.
 // Build it with New, run it with Run.
 type Worker struct {
-	cfg     Config
-	policy  Policy
-	js      jetstream.JetStream
+	cfg    Config
+	policy Policy
+	js     jetstream.JetStream
+	// pub publishes result events without waiting (see finish), on js's
+	// connection: each confirmation times out after PublishTimeout.
+	pub     jetstream.JetStream
 	api     Deleter
 	log     *zerolog.Logger
 	checker RunChecker
@@ -74,8 +77,23 @@ type Worker struct {
 	bound atomic.Bool
 }
 
+// JetStreamOptions are the options of the JetStream a worker with cfg
+// should be given (see New): its asynchronous publishes time out after
+// cfg's PublishTimeout, so that a confirmation that never comes does not
+// stay pending in it, and as many may be pending as the worker holds jobs.
+func JetStreamOptions(cfg Config) []jetstream.JetStreamOpt {
+	cfg = cfg.withDefaults()
+	held := cfg.Concurrency + prefetchFor(cfg.Concurrency)
+	return []jetstream.JetStreamOpt{
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
+		jetstream.WithPublishAsyncMaxPending(max(held, 4000)),
+	}
+}
+
 // New checks cfg and builds a worker. js must be connected; api is called
-// through the worker's circuit breaker.
+// through the worker's circuit breaker. The worker publishes result events
+// with js.PublishMsgAsync and waits at most Config.PublishTimeout for each
+// confirmation; build js with JetStreamOptions.
 func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 		return 1
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, worker.JetStreamOptions(cfg.Worker)...)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot use JetStream")
 		return 1
