@@ -251,6 +251,18 @@ func (c *Client) DeleteRun(ctx context.Context, orgID, runID string) (*Response,
 	return c.do(ctx, http.MethodDelete, u, nil)
 }
 
+// ArchiveRun archives a run (Tallyfy's soft delete; the endpoint of the
+// permanent delete without "/delete"), which a permanent delete requires
+// first. Archiving an archived run succeeds. Errors are as for DeleteRun:
+// ErrNotFound for a run that is gone, ErrForbidden, and so on.
+func (c *Client) ArchiveRun(ctx context.Context, orgID, runID string) (*Response, error) {
+	u, err := c.runURL(orgID, runID, "")
+	if err != nil {
+		return nil, err
+	}
+	return c.do(ctx, http.MethodDelete, u, nil)
+}
+
 // GetRun reads a run, which tells a run that is truly gone from one that
 // answered 404 because it was not archived. Errors are as for DeleteRun.
 func (c *Client) GetRun(ctx context.Context, orgID, runID string) (*Run, *Response, error) {

@@ -116,11 +116,15 @@ func TestHeadersAndPaths(t *testing.T) {
 			if run.ID != "run_1" || run.Status != "archived" || run.ArchivedAt == nil {
 				t.Fatalf("GetRun = %+v", run)
 			}
+			if _, err := c.ArchiveRun(context.Background(), "org-A_1", "RUN_b-2"); err != nil {
+				t.Fatalf("ArchiveRun: %v", err)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			want := []seen{
 				{http.MethodDelete, tt.wantBase + "/organizations/org-A_1/runs/RUN_b-2/delete", nil},
 				{http.MethodGet, tt.wantBase + "/organizations/org-A_1/runs/RUN_b-2", nil},
+				{http.MethodDelete, tt.wantBase + "/organizations/org-A_1/runs/RUN_b-2", nil},
 			}
 			if len(got) != len(want) {
 				t.Fatalf("server saw %d requests, want %d", len(got), len(want))

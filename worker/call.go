@@ -49,6 +49,16 @@ func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, tri
 	return resp, tripped, err
 }
 
+// archive archives job's run through the breaker, as call deletes it.
+func (w *Worker) archive(ctx context.Context, job Job) (resp *tallyfy.Response, tripped bool, err error) {
+	resp, err = w.through(ctx, func(ctx context.Context) (*tallyfy.Response, error) {
+		return w.archiver.ArchiveRun(ctx, job.OrgID, job.RunID)
+	})
+	w.noteCredentials(err)
+	tripped = err != nil && isBreakerFailure(err) && w.breaker.State() != gobreaker.StateClosed
+	return resp, tripped, err
+}
+
 // noteCredentials learns from one call's error whether the credentials
 // could be read and whether Tallyfy accepted them.
 func (w *Worker) noteCredentials(err error) {

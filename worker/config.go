@@ -113,8 +113,14 @@ type Config struct {
 	DryRun bool
 	// VerifyNotFound makes the worker GET a run after its delete answered
 	// 404; a run that still exists is dead-lettered not_archived instead of
-	// acked. The Deleter must then also be a RunChecker.
+	// acked (or, where ArchiveFirst allows, archived and deleted). The
+	// Deleter must then also be a RunChecker.
 	VerifyNotFound bool
+	// ArchiveFirst says which jobs the worker may archive when Tallyfy
+	// refuses to delete a run that is not archived: none (ArchiveNever, the
+	// default), those that ask (ArchiveJob), or all (ArchiveAlways). The
+	// Deleter must then also be an Archiver.
+	ArchiveFirst ArchiveMode
 	// RateLimit caps API requests per second from this worker; 0 means no
 	// cap. 429 answers lower the rate further until they stop.
 	RateLimit float64
@@ -138,6 +144,9 @@ func (c Config) withDefaults() Config {
 		if *p == "" {
 			*p = d
 		}
+	}
+	if c.ArchiveFirst == "" {
+		c.ArchiveFirst = ArchiveNever
 	}
 	dur := func(p *time.Duration, d time.Duration) {
 		if *p == 0 {
@@ -318,6 +327,11 @@ func (c Config) checkLimits(bad func(format string, a ...any)) {
 	if c.Replicas < 1 || c.Replicas > 5 {
 		bad("{Replicas} must be between 1 and 5, not %d", c.Replicas)
 	}
+	switch c.ArchiveFirst {
+	case ArchiveNever, ArchiveJob, ArchiveAlways:
+	default:
+		bad("{ArchiveFirst} must be never, job or always, not %q", string(c.ArchiveFirst))
+	}
 }
 
 // checkOrgs reports organization IDs that are not IDs, and an allow-list
@@ -364,6 +378,21 @@ func (c Config) checkNames(bad func(format string, a ...any)) {
 		bad("{JobsStream}, {ResultsStream} and {DLQStream} must differ")
 	}
 }
+
+// ArchiveMode is Config.ArchiveFirst: which jobs may have their run
+// archived before it is deleted.
+type ArchiveMode string
+
+const (
+	// ArchiveNever dead-letters a run that is not archived (not_archived).
+	ArchiveNever ArchiveMode = "never"
+	// ArchiveJob archives the run of a job that asks for it: its body
+	// says "archive_first": true, or it carries the header
+	// Tallyfy-Archive-First: true.
+	ArchiveJob ArchiveMode = "job"
+	// ArchiveAlways archives the run of every job.
+	ArchiveAlways ArchiveMode = "always"
+)
 
 // named is a field's value with its name; a list of them keeps Validate's
 // messages in a fixed order, as a map would not.

@@ -1,10 +1,12 @@
 package worker_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
@@ -51,4 +53,30 @@ func TestValidateOrder(t *testing.T) {
 			t.Fatalf("Validate's errors changed order between runs:\n%v\nthen:\n%v", first, err)
 		}
 	}
+}
+
+// TestArchiveFirstNeedsAnArchiver: an unknown mode is refused, and so is a
+// mode that archives with a Deleter that cannot.
+func TestArchiveFirstNeedsAnArchiver(t *testing.T) {
+	cfg := worker.Config{DefaultOrg: "org1", ArchiveFirst: "sometimes"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ArchiveFirst") {
+		t.Errorf("Validate(ArchiveFirst sometimes) = %v, want an ArchiveFirst error", err)
+	}
+	for _, mode := range []worker.ArchiveMode{"", worker.ArchiveNever, worker.ArchiveJob, worker.ArchiveAlways} {
+		cfg.ArchiveFirst = mode
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Validate(ArchiveFirst %q) = %v", mode, err)
+		}
+	}
+	e := newEnv(t)
+	cfg.ArchiveFirst = worker.ArchiveJob
+	if _, err := worker.New(e.js, deleteOnly{}, cfg); err == nil || !strings.Contains(err.Error(), "ArchiveFirst") {
+		t.Errorf("New with a Deleter that cannot archive = %v, want an ArchiveFirst error", err)
+	}
+}
+
+type deleteOnly struct{}
+
+func (deleteOnly) DeleteRun(context.Context, string, string) (*tallyfy.Response, error) {
+	return nil, nil
 }

@@ -27,11 +27,15 @@ type Result struct {
 	// Error says what went wrong, for dead-lettered jobs.
 	Error string `json:"error,omitempty"`
 	// TallyfyRequestID is Tallyfy's X-Request-Id, for its support.
-	TallyfyRequestID string    `json:"tallyfy_request_id,omitempty"`
-	Attempts         int       `json:"attempts"`
-	JobSeq           uint64    `json:"job_seq"`
-	Worker           string    `json:"worker"`
-	At               time.Time `json:"at"`
+	TallyfyRequestID string `json:"tallyfy_request_id,omitempty"`
+	// Archived says that a worker archived the run before deleting it (see
+	// Config.ArchiveFirst), at ArchivedAt (RFC 3339).
+	Archived   bool      `json:"archived,omitempty"`
+	ArchivedAt string    `json:"archived_at,omitempty"`
+	Attempts   int       `json:"attempts"`
+	JobSeq     uint64    `json:"job_seq"`
+	Worker     string    `json:"worker"`
+	At         time.Time `json:"at"`
 }
 
 // Dead-letter headers: the public contract of the README.
@@ -45,6 +49,12 @@ const (
 	HeaderOrgID     = "Tallyfy-Org-Id"
 	HeaderRunID     = "Tallyfy-Run-Id"
 	HeaderWorker    = "Tallyfy-Worker"
+	// HeaderArchiveFirst on a job asks for its run to be archived first
+	// (with Config.ArchiveFirst ArchiveJob).
+	HeaderArchiveFirst = "Tallyfy-Archive-First"
+	// HeaderArchivedAt says when a worker archived the job's run: on a
+	// dead letter, and on a copy a worker handed back (see returnJob).
+	HeaderArchivedAt = "Tallyfy-Archived-At"
 )
 
 // maxErrorHeader bounds Tallyfy-Error.
@@ -113,6 +123,9 @@ func (w *Worker) acked(t *task, job Job, d Decision, res Result) {
 	if res.TallyfyRequestID != "" {
 		ev = ev.Str("tallyfy_request_id", res.TallyfyRequestID)
 	}
+	if res.Archived {
+		ev = ev.Bool("archived", true)
+	}
 	if res.Error != "" {
 		ev = ev.Str("error", res.Error)
 	}
@@ -137,6 +150,9 @@ func (w *Worker) result(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 	if resp != nil {
 		res.Status = resp.StatusCode
 		res.TallyfyRequestID = resp.RequestID
+	}
+	if t.archivedAt != "" {
+		res.Archived, res.ArchivedAt = true, t.archivedAt
 	}
 	var apiErr *tallyfy.APIError
 	if errors.As(cause, &apiErr) {
@@ -222,6 +238,9 @@ func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
 	}
 	h.Set(HeaderAttempts, strconv.Itoa(res.Attempts))
 	h.Set(HeaderJobSeq, strconv.FormatUint(res.JobSeq, 10))
+	if res.ArchivedAt != "" {
+		h.Set(HeaderArchivedAt, res.ArchivedAt)
+	}
 	if res.OrgID != "" {
 		h.Set(HeaderOrgID, res.OrgID)
 	}
@@ -281,6 +300,17 @@ func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
 	if err := t.msg.NakWithDelay(d.Delay); err != nil {
 		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
 	}
+}
+
+// retryArchived retries a job whose run this delivery archived and then
+// failed to delete. A nak would lose what was done: the redelivery could
+// not tell that a worker archived the run, and neither could its result or
+// dead letter. So the job is handed back at once as a copy that carries
+// Tallyfy-Archived-At (this delivery counted as a real attempt); the
+// copy's own retries back off as usual.
+func (w *Worker) retryArchived(t *task, job Job, cause error) {
+	ev := w.jobLog(w.log.Warn(), t, job).Err(cause).Str("archived_at", t.archivedAt)
+	ev.Str("as", w.returnOrNak(t, job)).Msg("archived the run, but deleting it failed; retrying now")
 }
 
 // giveBack hands a job back as shutdown begins or ends, so that another
@@ -363,6 +393,11 @@ func (w *Worker) returnJob(t *task) error {
 		attempts--
 	}
 	m.Header.Set(HeaderAttempts, strconv.Itoa(attempts))
+	if t.archivedAt != "" {
+		m.Header.Set(HeaderArchivedAt, t.archivedAt)
+	} else {
+		m.Header.Del(HeaderArchivedAt)
+	}
 	m.Header.Set(jetstream.MsgIDHeader, "handback-"+strconv.FormatUint(t.seq, 10)+"-"+strconv.FormatUint(t.meta.Sequence.Stream, 10))
 	if _, err := w.js.PublishMsg(ctx, m, jetstream.WithExpectStream(w.cfg.JobsStream)); err != nil {
 		return err

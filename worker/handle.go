@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +26,14 @@ type task struct {
 	// priorAttempts are real attempts at the job before this copy.
 	priorAttempts int
 	// tried: this delivery is a real attempt, see reachedTallyfy.
-	tried     bool
-	start     time.Time
-	lastTouch atomic.Int64 // unix nanos of the last ack-wait reset
+	tried bool
+	// archivedAt is when a worker archived the job's run (RFC 3339): in
+	// this delivery (archivedHere), or an earlier one of the job, as the
+	// copy's Tallyfy-Archived-At header says (see returnJob).
+	archivedAt   string
+	archivedHere bool
+	start        time.Time
+	lastTouch    atomic.Int64 // unix nanos of the last ack-wait reset
 }
 
 // take puts a pulled message in the worker's hands: from now on its ack
@@ -61,19 +67,39 @@ func (w *Worker) handle(stopping context.Context, t *task) *pending {
 	if err == nil && !w.allowAll && !w.allowed[job.OrgID] {
 		err = fmt.Errorf("%w: %s is not an allowed organization", ErrOrgNotAllowed, job.OrgID)
 	}
-	a := Attempt{Err: err, Delivered: int(meta.NumDelivered), DryRun: err == nil && w.cfg.DryRun}
+	a := Attempt{Err: err, Delivered: int(meta.NumDelivered), DryRun: err == nil && w.cfg.DryRun,
+		MayArchive: err == nil && w.mayArchive(job, msg.Headers()), Archived: t.archivedAt != ""}
 	callable := err == nil && !a.DryRun
+	archiving := false
 	for {
 		var resp *tallyfy.Response
 		if callable {
-			resp, a.BreakerTripped, a.Err = w.call(hard, job)
+			if archiving {
+				resp, a.BreakerTripped, a.Err = w.archive(hard, job)
+			} else {
+				resp, a.BreakerTripped, a.Err = w.call(hard, job)
+			}
 			t.tried = t.tried || reachedTallyfy(a.Err)
+			a.Archiving = archiving
+			if archiving && a.Err == nil {
+				// Archived: now the delete.
+				t.archivedAt, t.archivedHere = time.Now().UTC().Format(time.RFC3339), true
+				a.Archived, archiving = true, false
+				w.jobLog(w.log.Info(), t, job).Msg("run was not archived: archived it, deleting it now")
+				continue
+			}
 		}
 		d := w.policy.Route(a)
 		switch d.Action {
 		case ActFinish:
 			return w.finish(t, job, d, resp, a.Err)
+		case ActArchive:
+			archiving = true
 		case ActRetry:
+			if t.archivedHere {
+				w.retryArchived(t, job, a.Err)
+				return nil
+			}
 			w.retry(t, job, d, a.Err)
 			return nil
 		case ActGiveBack:
@@ -100,6 +126,19 @@ func (w *Worker) handle(stopping context.Context, t *task) *pending {
 	}
 }
 
+// mayArchive says whether Config.ArchiveFirst lets the worker archive
+// job's run: always, or when the job asks for it in its body or with the
+// Tallyfy-Archive-First header.
+func (w *Worker) mayArchive(job Job, h nats.Header) bool {
+	switch w.cfg.ArchiveFirst {
+	case ArchiveAlways:
+		return true
+	case ArchiveJob:
+		return job.ArchiveFirst || strings.EqualFold(strings.TrimSpace(h.Get(HeaderArchiveFirst)), "true")
+	}
+	return false
+}
+
 // attempts counts the job's real attempts before this copy, and every
 // delivery of this one.
 func (t *task) attempts() int { return t.priorAttempts + int(t.meta.NumDelivered) }
@@ -108,7 +147,12 @@ func (t *task) attempts() int { return t.priorAttempts + int(t.meta.NumDelivered
 // it copies: the same job_seq, so the same result and dead-letter IDs, and
 // its real attempts counted on.
 func (t *task) adoptIdentity() {
-	t.seq, t.priorAttempts = identity(t.msg.Headers(), t.seq)
+	h := t.msg.Headers()
+	t.seq, t.priorAttempts = identity(h, t.seq)
+	if t.seq != t.meta.Sequence.Stream {
+		// Trusted only on a copy a worker made.
+		t.archivedAt = tallyfy.OneLine(h.Get(HeaderArchivedAt), 64)
+	}
 }
 
 // identity is the job sequence of the message at seq, and the real

@@ -35,6 +35,9 @@ type Job struct {
 	OrgID     string `json:"org_id"`
 	RunID     string `json:"run_id"`
 	RequestID string `json:"request_id,omitempty"`
+	// ArchiveFirst asks the worker to archive the run if Tallyfy refuses to
+	// delete it because it is not archived; see Config.ArchiveFirst.
+	ArchiveFirst bool `json:"archive_first,omitempty"`
 }
 
 // DecodeJob parses and validates a job body. defaultOrg fills a missing or
@@ -45,7 +48,7 @@ type Job struct {
 // Decoding is stricter than encoding/json: field names are matched exactly
 // (a near miss such as "Org_ID" is an error, not an ignored field), a
 // duplicated field is an error (which one was meant is unknowable), and the
-// known fields must be strings. Unknown fields are ignored. Every error wraps
+// known fields must be strings (archive_first a boolean). Unknown fields are ignored. Every error wraps
 // ErrInvalidJob. On error the returned Job holds the fields that were valid,
 // so that reports can name them.
 func DecodeJob(data []byte, defaultOrg string) (Job, error) {
@@ -117,7 +120,7 @@ func decodeFields(data []byte, job *Job) error {
 		return invalid("body is not a JSON object")
 	}
 	s.i++
-	var seen [3]bool
+	var seen [4]bool
 	for {
 		switch s.ws() {
 		case '}':
@@ -145,6 +148,20 @@ func decodeFields(data []byte, job *Job) error {
 			return invalid(fmt.Sprintf("field %q appears more than once", key))
 		}
 		seen[idx] = true
+		if idx == fieldArchiveFirst {
+			switch {
+			case bytes.HasPrefix(s.b[s.i:], []byte("true")):
+				job.ArchiveFirst = true
+				s.i += len("true")
+			case bytes.HasPrefix(s.b[s.i:], []byte("false")):
+				s.i += len("false")
+			case bytes.HasPrefix(s.b[s.i:], []byte("null")):
+				s.i += len("null")
+			default:
+				return invalid(`field "archive_first" is not true or false`)
+			}
+			continue
+		}
 		var v string
 		switch c {
 		case '"':
@@ -195,8 +212,10 @@ func checkBody(data []byte) error {
 	return nil
 }
 
+const fieldArchiveFirst = 3
+
 // fieldIndex is key's index among the job's fields (org_id, run_id,
-// request_id), or -1 for a field the job does not have; a near miss is an
+// request_id, archive_first), or -1 for a field the job does not have; a near miss is an
 // error.
 func fieldIndex(key string) (int, error) {
 	switch key {
@@ -206,8 +225,10 @@ func fieldIndex(key string) (int, error) {
 		return 1, nil
 	case "request_id":
 		return 2, nil
+	case "archive_first":
+		return fieldArchiveFirst, nil
 	}
-	for _, known := range []string{"org_id", "run_id", "request_id"} {
+	for _, known := range []string{"org_id", "run_id", "request_id", "archive_first"} {
 		if strings.EqualFold(key, known) {
 			return -1, invalid(fmt.Sprintf("field %q is not %q: field names are case-sensitive", key, known))
 		}

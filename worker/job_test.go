@@ -34,6 +34,12 @@ func TestDecodeJob(t *testing.T) {
 		{"number", `{"run_id":1}`, "d", worker.Job{}, worker.ErrInvalidJob},
 		{"trailing", `{"run_id":"r"}x`, "d", worker.Job{}, worker.ErrInvalidJob},
 		{"too big", `{"run_id":"r","x":"` + strings.Repeat("x", worker.MaxJobSize) + `"}`, "d", worker.Job{}, worker.ErrInvalidJob},
+		{"archive first", `{"run_id":"r1","archive_first":true}`, "d", worker.Job{OrgID: "d", RunID: "r1", ArchiveFirst: true}, nil},
+		{"archive first false", `{"archive_first":false,"run_id":"r1"}`, "d", worker.Job{OrgID: "d", RunID: "r1"}, nil},
+		{"archive first null", `{"run_id":"r1","archive_first":null}`, "d", worker.Job{OrgID: "d", RunID: "r1"}, nil},
+		{"archive first string", `{"run_id":"r1","archive_first":"true"}`, "d", worker.Job{}, worker.ErrInvalidJob},
+		{"archive first twice", `{"run_id":"r1","archive_first":false,"archive_first":true}`, "d", worker.Job{}, worker.ErrInvalidJob},
+		{"archive first case", `{"run_id":"r1","Archive_First":true}`, "d", worker.Job{}, worker.ErrInvalidJob},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,6 +75,9 @@ const (
 	// ActGiveBack gives the job back to the pool at once, like ActHandBack:
 	// the worker is shutting down.
 	ActGiveBack
+	// ActArchive archives the run, which Tallyfy would not delete because
+	// it is not archived, then deletes it.
+	ActArchive
 )
 
 func (a Action) String() string {
@@ -89,6 +92,8 @@ func (a Action) String() string {
 		return "hand_back"
 	case ActGiveBack:
 		return "give_back"
+	case ActArchive:
+		return "archive"
 	}
 	return "unknown"
 }
@@ -107,6 +112,14 @@ type Attempt struct {
 	// BreakerTripped is true when the breaker is not closed after a failed
 	// call: the failure is part of an outage, not the job's fault.
 	BreakerTripped bool
+	// MayArchive: Config.ArchiveFirst allows the worker to archive this
+	// job's run.
+	MayArchive bool
+	// Archived: the worker has archived the run, in this delivery or an
+	// earlier one.
+	Archived bool
+	// Archiving: Err is the archive call's, not the delete's.
+	Archiving bool
 }
 
 // Decision is what Policy.Route makes of an Attempt.
@@ -146,6 +159,9 @@ func (p Policy) Route(a Attempt) Decision {
 	case errors.Is(err, ErrOrgNotAllowed):
 		return finish(OutcomeDeadLettered, ReasonOrgNotAllowed, 0)
 	case errors.Is(err, ErrStillExists):
+		if a.archivable() {
+			return Decision{Action: ActArchive, Status: http.StatusNotFound}
+		}
 		return finish(OutcomeDeadLettered, ReasonNotArchived, http.StatusNotFound)
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		return Decision{Action: ActHandBack}
@@ -172,6 +188,9 @@ func (p Policy) routeStatus(a Attempt, e *tallyfy.APIError) Decision {
 	case s == http.StatusNotFound:
 		return finish(OutcomeNotFound, "", s)
 	case s == http.StatusUnprocessableEntity:
+		if a.archivable() {
+			return Decision{Action: ActArchive, Status: s}
+		}
 		return finish(OutcomeDeadLettered, ReasonNotArchived, s)
 	case s == http.StatusForbidden:
 		return finish(OutcomeDeadLettered, ReasonForbidden, s)
@@ -195,6 +214,11 @@ func (p Policy) routeStatus(a Attempt, e *tallyfy.APIError) Decision {
 	// would not help, retrying might.
 	return p.transient(a, s)
 }
+
+// archivable: the delete was refused for a run that is not archived, and
+// the worker may archive it and has not already (a run it archived that
+// still cannot be deleted is dead-lettered, not archived again and again).
+func (a Attempt) archivable() bool { return a.MayArchive && !a.Archived && !a.Archiving }
 
 func (p Policy) transient(a Attempt, status int) Decision {
 	switch {

@@ -95,3 +95,35 @@ func TestRouteDryRun(t *testing.T) {
 		})
 	}
 }
+
+// TestRouteArchiveFirst: a run that is not archived is archived first when
+// the job may have it archived, once; the archive's own answers route like
+// the delete's.
+func TestRouteArchiveFirst(t *testing.T) {
+	p := worker.Policy{MaxDeliver: 3, Backoff: []time.Duration{time.Second}}
+	api := func(status int) error { return &tallyfy.APIError{StatusCode: status, Message: "x"} }
+	stillExists := fmt.Errorf("%w (%w)", worker.ErrStillExists, api(404))
+	notArchived := worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonNotArchived, Status: 422}
+	tests := []struct {
+		name string
+		a    worker.Attempt
+		want worker.Decision
+	}{
+		{"422, may archive", worker.Attempt{Err: api(422), MayArchive: true}, worker.Decision{Action: worker.ActArchive, Status: 422}},
+		{"422, may not", worker.Attempt{Err: api(422)}, notArchived},
+		{"422 after archiving it", worker.Attempt{Err: api(422), MayArchive: true, Archived: true}, notArchived},
+		{"404 but it exists, may archive", worker.Attempt{Err: stillExists, MayArchive: true}, worker.Decision{Action: worker.ActArchive, Status: 404}},
+		{"404 but it exists, may not", worker.Attempt{Err: stillExists}, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonNotArchived, Status: 404}},
+		{"archive 403", worker.Attempt{Err: api(403), MayArchive: true, Archiving: true}, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeDeadLettered, Reason: worker.ReasonForbidden, Status: 403}},
+		{"archive 404", worker.Attempt{Err: api(404), MayArchive: true, Archiving: true}, worker.Decision{Action: worker.ActFinish, Outcome: worker.OutcomeNotFound, Status: 404}},
+		{"archive 422: not again", worker.Attempt{Err: api(422), MayArchive: true, Archiving: true}, notArchived},
+		{"archive 503", worker.Attempt{Err: api(503), MayArchive: true, Archiving: true, Delivered: 1}, worker.Decision{Action: worker.ActRetry, Status: 503, Delay: time.Second}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := p.Route(tc.a); got != tc.want {
+				t.Errorf("Route = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

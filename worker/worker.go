@@ -31,6 +31,14 @@ type RunChecker interface {
 	GetRun(ctx context.Context, orgID, runID string) (*tallyfy.Run, *tallyfy.Response, error)
 }
 
+// Archiver archives a run (Tallyfy's soft delete), which a permanent delete
+// requires first. Same rules as Deleter; archiving an archived run
+// succeeds. Needed only with Config.ArchiveFirst other than ArchiveNever.
+// *tallyfy.Client satisfies it.
+type Archiver interface {
+	ArchiveRun(ctx context.Context, orgID, runID string) (*tallyfy.Response, error)
+}
+
 // CredentialsChecker is implemented by a Deleter that can tell, without
 // calling the API, whether it has credentials it can read: nil, or an error
 // matching tallyfy.ErrCredentialsUnreadable while it has none. A worker
@@ -49,15 +57,16 @@ type Worker struct {
 	js     jetstream.JetStream
 	// pub publishes result events without waiting (see finish), on js's
 	// connection: each confirmation times out after PublishTimeout.
-	pub     jetstream.JetStream
-	api     Deleter
-	log     *zerolog.Logger
-	checker RunChecker
-	creds   CredentialsChecker // nil when the Deleter cannot tell
-	breaker *gobreaker.CircuitBreaker[*tallyfy.Response]
-	gate    gate
-	limiter *limiter
-	ab      ability
+	pub      jetstream.JetStream
+	api      Deleter
+	log      *zerolog.Logger
+	checker  RunChecker
+	archiver Archiver           // nil with ArchiveNever
+	creds    CredentialsChecker // nil when the Deleter cannot tell
+	breaker  *gobreaker.CircuitBreaker[*tallyfy.Response]
+	gate     gate
+	limiter  *limiter
+	ab       ability
 
 	allowAll bool
 	allowed  map[string]bool
@@ -120,6 +129,13 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 			return nil, fieldErrorf("worker: {VerifyNotFound} needs an API client that can read runs")
 		}
 		w.checker = rc
+	}
+	if cfg.ArchiveFirst != ArchiveNever {
+		ar, ok := api.(Archiver)
+		if !ok {
+			return nil, fieldErrorf("worker: {ArchiveFirst} %s needs an API client that can archive runs", string(cfg.ArchiveFirst))
+		}
+		w.archiver = ar
 	}
 	w.gate.ch = make(chan struct{})
 	for _, o := range cfg.AllowedOrgs {
