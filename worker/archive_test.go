@@ -75,7 +75,9 @@ func TestArchiveFirst(t *testing.T) {
 					testutil.Response{Status: 403, Body: `{"message":"This action is unauthorized."}`})
 			}, outcome: worker.OutcomeDeadLettered, reason: worker.ReasonForbidden},
 		{name: "404 for a run that exists", mode: worker.ArchiveAlways, body: job(testOrg, "r404"),
-			setup: func(run string) { api.Script(testOrg, run, testutil.Response{Status: 404, Body: `{"message":"Process not found"}`}) },
+			setup: func(run string) {
+				api.Script(testOrg, run, testutil.Response{Status: 404, Body: `{"message":"Process not found"}`})
+			},
 			outcome: worker.OutcomeDeleted, archived: true, gone: true},
 	}
 	modes := map[worker.ArchiveMode][]int{}
