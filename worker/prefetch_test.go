@@ -11,7 +11,8 @@ import (
 )
 
 // TestPrefetchHoldsAtMostItsStatedShare: a worker holds its slots' jobs
-// and as many again waiting (at least 8), never more, whatever the backlog.
+// and as many again waiting (at least 8, at most 64), never more, whatever
+// the backlog.
 func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
 	const jobs, concurrency = 60, 10
 	e := newEnv(t)
@@ -31,8 +32,8 @@ func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
 		defer e.mu.Unlock()
 		return len(e.results) == jobs
 	})
-	if limit := concurrency + max(concurrency, 8); most > limit {
-		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and as many prefetched, at least 8)", most, limit, concurrency)
+	if limit := concurrency + min(max(concurrency, 8), 64); most > limit {
+		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and as many prefetched, at least 8, at most 64)", most, limit, concurrency)
 	}
 }
 

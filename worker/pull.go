@@ -83,11 +83,14 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 }
 
 // prefetch is how many jobs beyond its slots the worker holds, waiting for
-// a slot: its concurrency, and at least 8, so that a worker of few slots
-// still fetches in batches rather than one round trip per job.
+// a slot or for their result event's confirmation: its concurrency, at
+// least 8, so that a worker of few slots still fetches in batches rather
+// than one round trip per job, and at most 64: at high concurrency 64 jobs
+// outlast a fetch's round trip many times over, and each job held costs
+// memory (at concurrency 256, a prefetch of 256 cost 1.7 MiB of peak RSS).
 func (w *Worker) prefetch() int { return prefetchFor(w.cfg.Concurrency) }
 
-func prefetchFor(concurrency int) int { return max(concurrency, 8) }
+func prefetchFor(concurrency int) int { return min(max(concurrency, 8), 64) }
 
 // capacity is how many jobs the worker holds at most: in its slots,
 // prefetched, or waiting for their result event's confirmation.
