@@ -17,6 +17,7 @@ type (
 	ClusterOptions = servers.ClusterOptions
 	FakeTallyfy    = servers.FakeTallyfy
 	Response       = servers.Response
+	RunSpec        = servers.RunSpec
 )
 
 // StartNATS is servers.StartNATS, for a test that stops the server itself.

@@ -59,7 +59,9 @@ type Request struct {
 	Method string
 	// Path is r.URL.EscapedPath(): the base URL's "/api" included, IDs
 	// escaped as the client escaped them.
-	Path   string
+	Path string
+	// Query is r.URL.RawQuery, as the client encoded it.
+	Query  string
 	Header http.Header
 	At     time.Time
 	// Status is what the fake answered; 0 while the answer is still being
@@ -73,6 +75,9 @@ type runState struct {
 	archived   bool
 	deleted    bool
 	archivedAt time.Time
+	// What the list shows of a run added with AddRunWith.
+	name, checklist string
+	tags            []string
 }
 
 type issuedToken struct{ expires time.Time }
@@ -100,10 +105,15 @@ type FakeTallyfy struct {
 	requestCount atomic.Int64
 	deleteCount  atomic.Int64
 
-	mu           sync.Mutex
-	now          func() time.Time
-	token        string
-	runs         map[runKey]runState
+	mu    sync.Mutex
+	now   func() time.Time
+	token string
+	runs  map[runKey]runState
+	// order is each org's run IDs in the order they were added: the list's
+	// order, so that its pages are stable.
+	order        map[string][]string
+	listScripts  map[listPage][]Response
+	ignoreFilter bool
 	nonAdmin     map[string]bool
 	denied       map[runKey]bool
 	deletes      map[runKey]int
@@ -125,18 +135,20 @@ type FakeTallyfy struct {
 // is meant for programs; tests use NewFakeTallyfy, which also cleans up.
 func StartFakeTallyfy() *FakeTallyfy {
 	f := &FakeTallyfy{
-		closing:  make(chan struct{}),
-		idPrefix: randomHex(4),
-		now:      time.Now,
-		token:    "test-token-" + randomHex(8),
-		runs:     make(map[runKey]runState),
-		nonAdmin: make(map[string]bool),
-		denied:   make(map[runKey]bool),
-		deletes:  make(map[runKey]int),
-		scripts:  make(map[runKey][]Response),
-		record:   true,
-		clients:  make(map[string]oauthClient),
-		issued:   make(map[string]issuedToken),
+		closing:     make(chan struct{}),
+		idPrefix:    randomHex(4),
+		now:         time.Now,
+		token:       "test-token-" + randomHex(8),
+		runs:        make(map[runKey]runState),
+		order:       make(map[string][]string),
+		listScripts: make(map[listPage][]Response),
+		nonAdmin:    make(map[string]bool),
+		denied:      make(map[runKey]bool),
+		deletes:     make(map[runKey]int),
+		scripts:     make(map[runKey][]Response),
+		record:      true,
+		clients:     make(map[string]oauthClient),
+		issued:      make(map[string]issuedToken),
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serveHTTP))
 	return f
@@ -205,13 +217,21 @@ func (f *FakeTallyfy) AddRuns(org string, runs []string, archived bool) {
 }
 
 func (f *FakeTallyfy) addRunLocked(org, run string, archived bool) {
-	k := runKey{org, run}
-	if f.runs[k].deleted {
-		f.deletedRuns--
-	}
 	st := runState{archived: archived}
 	if archived {
 		st.archivedAt = f.now()
+	}
+	f.putRunLocked(runKey{org, run}, st)
+}
+
+// putRunLocked adds or replaces a run, keeping its place in the list.
+func (f *FakeTallyfy) putRunLocked(k runKey, st runState) {
+	old, known := f.runs[k]
+	if old.deleted {
+		f.deletedRuns--
+	}
+	if !known {
+		f.order[k.org] = append(f.order[k.org], k.run)
 	}
 	f.runs[k] = st
 }
@@ -229,7 +249,7 @@ func (f *FakeTallyfy) ArchiveRun(org, run string) {
 	if !st.archived {
 		st.archived, st.archivedAt = true, f.now()
 	}
-	f.runs[k] = st
+	f.putRunLocked(k, st)
 }
 
 // SetAdmin sets whether the API user is an administrator of org. Every org

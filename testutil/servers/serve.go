@@ -25,12 +25,14 @@ const (
 	runEndpoint                  // /organizations/{org}/runs/{run}
 	runDeleteEndpoint            // .../delete
 	runActivateEndpoint          // .../activate
+	runsEndpoint                 // /organizations/{org}/runs: the list
 	tokenEndpoint
 )
 
 type target struct {
 	endpoint endpoint
-	key      runKey
+	key      runKey // only the org for runsEndpoint
+	page     int    // the list page asked for (runsEndpoint)
 }
 
 func parseTarget(escapedPath string) target {
@@ -45,6 +47,13 @@ func parseTarget(escapedPath string) target {
 		return target{endpoint: noEndpoint}
 	}
 	seg := strings.Split(rest, "/")
+	if len(seg) == 3 && seg[0] == "organizations" && seg[2] == "runs" {
+		org, err := url.PathUnescape(seg[1])
+		if err != nil || org == "" {
+			return target{endpoint: apiNoRoute}
+		}
+		return target{endpoint: runsEndpoint, key: runKey{org: org}}
+	}
 	if len(seg) < 4 || len(seg) > 5 || seg[0] != "organizations" || seg[2] != "runs" {
 		return target{endpoint: apiNoRoute}
 	}
@@ -77,6 +86,9 @@ func (f *FakeTallyfy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	at := time.Now()
 	reqID := fmt.Sprintf("%s-%d", f.idPrefix, f.requestSeq.Add(1))
 	tg := parseTarget(r.URL.EscapedPath())
+	if tg.endpoint == runsEndpoint {
+		tg.page = listPageOf(r.URL.Query())
+	}
 	isDelete := tg.endpoint == runDeleteEndpoint && r.Method == http.MethodDelete
 
 	f.mu.Lock()
@@ -88,7 +100,7 @@ func (f *FakeTallyfy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	idx := -1
 	if f.record {
 		idx = len(f.requests)
-		f.requests = append(f.requests, Request{Method: r.Method, Path: r.URL.EscapedPath(), Header: r.Header.Clone(), At: at})
+		f.requests = append(f.requests, Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Header: r.Header.Clone(), At: at})
 	}
 	f.wakeWaitersLocked(count)
 	forced := f.takeScriptLocked(tg)
@@ -149,6 +161,11 @@ func (f *FakeTallyfy) takeScriptLocked(tg target) *Response {
 			return r
 		}
 		return pop(&f.scriptAll)
+	case tg.endpoint == runsEndpoint:
+		if r := f.popListScriptLocked(tg); r != nil {
+			return r
+		}
+		return pop(&f.scriptAll)
 	case tg.endpoint == apiNoRoute:
 		return pop(&f.scriptAll)
 	}
@@ -202,6 +219,9 @@ func (f *FakeTallyfy) answer(r *http.Request, tg target) Response {
 	}
 	k := tg.key
 	switch {
+	case tg.endpoint == runsEndpoint && r.Method == http.MethodGet:
+		return f.listLocked(r, k.org, tg.page)
+
 	case tg.endpoint == runEndpoint && r.Method == http.MethodGet:
 		st, refused := f.runLocked(k)
 		if refused != nil {
