@@ -1,6 +1,8 @@
 // Package tallyfy is the small part of the Tallyfy REST API that
-// tallyfy-deleter needs: permanently deleting an archived process run, and
-// reading a run back to tell "gone" from "not archived".
+// tallyfy-deleter needs: permanently deleting an archived process run,
+// archiving one first when a job asks for it, reading a run back to tell
+// "gone" from "not archived", and listing an organization's runs (ListRuns)
+// for a retention sweep.
 //
 // It exists so that the worker can treat Tallyfy as a function from a run to
 // a classified outcome, and so that the care a production caller owes a

@@ -32,6 +32,8 @@ Commands:
   enqueue     publish deletion jobs from arguments, a file or stdin
   dlq ls      list dead letters
   dlq replay  re-publish dead letters as jobs, removing each once re-published
+  sweep       enqueue the archived runs a retention policy makes due
+  results     query the result events: the audit trail of what was deleted
   status      backlog, dead letters by reason, results by outcome
   bench       measure the worker against a bare loop on embedded servers
   version     print the version
@@ -53,6 +55,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return cmdEnqueue(args[1:], getenv, os.Stdin, stdout, stderr)
 	case "dlq":
 		return cmdDLQ(args[1:], getenv, stdout, stderr)
+	case "sweep":
+		return cmdSweep(args[1:], getenv, stdout, stderr)
+	case "results":
+		return cmdResults(args[1:], getenv, stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], getenv, stdout, stderr)
 	case "bench":

@@ -1,5 +1,5 @@
 // Package ops is what the operator tools of tallyfy-deleter do (enqueue,
-// dlq ls, dlq replay, status), apart from their command lines and their
+// dlq ls, dlq replay, status, sweep, results), apart from their command lines and their
 // output: functions that take a context first, a JetStream context (or a
 // handle opened from one) and typed options, and return typed results.
 // They print nothing and never exit; what happens to each item is
@@ -16,6 +16,12 @@
 //     jobs stream has confirmed it.
 //   - Status counts the backlog, the dead letters by reason and the result
 //     events by outcome.
+//   - Sweep lists an organization's archived runs through a RunLister
+//     (tallyfy.Client.ListRuns), keeps those whose own record says they
+//     were archived before the cutoff, and publishes them as Enqueue would.
+//   - ScanResults reads the result events a ResultsQuery selects, changing
+//     nothing; a Summary turns them into one RequestSummary per request ID,
+//     which says whether the request is complete.
 //
 // Replaying the dead letters of one reason:
 //

@@ -2,9 +2,13 @@
 // tallyfy-deleter binary: its environment variable, its flag, its default
 // and its help. A Set binds names to targets and parses the environment,
 // then the flags (the flag wins); every error names the setting. Run holds
-// what `tallyfy-deleter run` needs and Tool what the operator tools share.
+// what `tallyfy-deleter run` needs, Tool what the operator tools share,
+// and Sweep what `sweep` needs. The settings that reach Tallyfy (API and
+// its credentials, the organizations, the API timeout and rate limit) are
+// defined once, by AddAPI, AddOrgs, AddAPITimeout and AddRate, for `run`
+// and `sweep` alike.
 //
-//	cfg, err := settings.LoadRun(args, os.Getenv, os.Stdout, os.Stderr)
+//	cfg, err := settings.LoadRun(args, os.Getenv, os.Stdout)
 //	if err != nil {
 //		return err // names the setting: "DELETER_CONCURRENCY: ..."
 //	}

@@ -197,6 +197,19 @@ func (s *Set) StrList(p *[]string, env, flagName, def, help string) *Setting {
 	})
 }
 
+// Repeat is a flag of one command only that may be given more than once:
+// each value, a comma list, adds to *p.
+func (s *Set) Repeat(p *[]string, flagName, help string) *Setting {
+	return s.add("", flagName, "", help, func(v string) error {
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				*p = append(*p, part)
+			}
+		}
+		return nil
+	})
+}
+
 // Parse applies defaults, then the environment, then the flags in args,
 // and returns the arguments after the flags. Every error names the
 // setting. It prints nothing: --help returns flag.ErrHelp, and a command
