@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/cli"
+	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/ops"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/service"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
@@ -33,7 +34,32 @@ type demoCase struct {
 const (
 	demoOrg      = "acme"
 	demoOtherOrg = "globex" // allowed, but the service user is no admin there
+	demoSweepOrg = "hooli"  // swept: runs archived over a year ago are due
 )
+
+// demoStreams are the default names, which the demo's worker uses.
+var demoStreams = worker.Streams{
+	JobsStream: worker.DefaultJobsStream, JobsSubject: worker.DefaultJobsSubject, Consumer: worker.DefaultConsumer,
+	ResultsStream: worker.DefaultResultsStream, ResultsSubject: worker.DefaultResultsSubject,
+	DLQStream: worker.DefaultDLQStream, DLQSubject: worker.DefaultDLQSubject,
+}
+
+// demoRetention is the sweep's retention period: runs archived longer ago
+// than this are due.
+const demoRetention = 365 * 24 * time.Hour
+
+// demoSweepRuns are the runs of demoSweepOrg: three archived long enough ago
+// to be due, one archived too recently, one still active.
+func demoSweepRuns(now time.Time) []servers.RunSpec {
+	day := 24 * time.Hour
+	return []servers.RunSpec{
+		{ID: "run-2024-onboarding", Name: "Onboarding: J. Doe", ArchivedAt: now.Add(-700 * day)},
+		{ID: "run-2025-offboarding", Name: "Offboarding: R. Roe", ArchivedAt: now.Add(-400 * day)},
+		{ID: "run-2025-audit", Name: "Audit 2025-Q1", ArchivedAt: now.Add(-370 * day)},
+		{ID: "run-recent", Name: "Audit 2026-Q3", ArchivedAt: now.Add(-30 * day)},
+		{ID: "run-ongoing", Name: "Audit 2026-Q4"},
+	}
+}
 
 func demoCases() []demoCase {
 	job := func(org, run string) string {
@@ -47,6 +73,13 @@ func demoCases() []demoCase {
 		{"default org from TALLYFY_ORG_ID", `{"run_id":"run-default-org"}`, func(a *servers.FakeTallyfy) { a.AddRun(demoOrg, "run-default-org", true) }, "deleted"},
 		{"unknown run: 404", job(demoOrg, "run-missing"), nil, "not_found"},
 		{"run not archived: 422", job(demoOrg, "run-active"), func(a *servers.FakeTallyfy) { a.AddRun(demoOrg, "run-active", false) }, "dead_lettered/not_archived"},
+		{"not archived, job says archive_first", `{"run_id":"run-erase","request_id":"demo-erasure","archive_first":true}`, func(a *servers.FakeTallyfy) {
+			a.AddRun(demoOrg, "run-erase", false)
+		}, "deleted (archived first)"},
+		{"404, but a GET finds the run", job(demoOrg, "run-hidden"), func(a *servers.FakeTallyfy) {
+			a.AddRun(demoOrg, "run-hidden", false)
+			a.Script(demoOrg, "run-hidden", servers.Response{Status: 404, Body: `{"message":"Process not found"}`})
+		}, "dead_lettered/not_archived"},
 		{"no admin rights: 403", job(demoOtherOrg, "run-locked"), func(a *servers.FakeTallyfy) {
 			a.AddRun(demoOtherOrg, "run-locked", true)
 			a.SetAdmin(demoOtherOrg, false)
@@ -122,6 +155,10 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 			c.setup(api)
 		}
 	}
+	now := time.Now()
+	for _, r := range demoSweepRuns(now) {
+		api.AddRunWith(demoSweepOrg, r)
+	}
 
 	nc, err := nats.Connect(srv.URL())
 	if err != nil {
@@ -162,18 +199,91 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 	if err != nil {
 		return err
 	}
+	bad := printDemo(stdout, cases, seqs, results)
+	fmt.Fprintf(stdout, "\nTallyfy received %d requests; invalid and disallowed jobs caused none.\n", api.RequestCount())
+
+	sweepBad, err := demoSweep(ctx, stdout, js, api, now, len(cases))
+	if err != nil {
+		return err
+	}
 	stopWorker()
 	if err := <-stopped; err != nil {
 		return err
 	}
-
-	bad := printDemo(stdout, cases, seqs, results)
-	fmt.Fprintf(stdout, "\nTallyfy received %d requests; invalid and disallowed jobs caused none.\n", api.RequestCount())
-	if bad > 0 {
+	if bad += sweepBad; bad > 0 {
 		return fmt.Errorf("%d jobs did not get the expected outcome", bad)
 	}
-	fmt.Fprintln(stdout, "every job got exactly one outcome.")
+	fmt.Fprintln(stdout, "\nevery job got exactly one outcome.")
 	return nil
+}
+
+// demoSweep sweeps demoSweepOrg as `tallyfy-deleter sweep` would, waits
+// for the worker to finish the jobs it published, and reads the request's
+// summary back from the results stream as `tallyfy-deleter results
+// --summary` would. before is how many result events there were already.
+// It returns how many of the sweep's runs did not end as expected.
+func demoSweep(ctx context.Context, stdout io.Writer, js jetstream.JetStream, api *servers.FakeTallyfy, now time.Time, before int) (int, error) {
+	cutoff := now.Add(-demoRetention)
+	fmt.Fprintf(stdout, "\nsweeping %s for runs archived before %s (a retention of %s) ...\n",
+		demoSweepOrg, cutoff.Format(time.DateOnly), "365 days")
+	jobs, err := ops.OpenJobs(ctx, js, demoStreams)
+	if err != nil {
+		return 0, err
+	}
+	client, err := tallyfy.New(api.URL(), tallyfy.WithToken(api.Token()), tallyfy.WithUserAgent(service.UserAgent(version)))
+	if err != nil {
+		return 0, err
+	}
+	res, err := ops.Sweep(ctx, client, ops.SweepOptions{
+		Org: demoSweepOrg, Cutoff: cutoff, RequestID: "demo-retention-" + now.UTC().Format(time.DateOnly), Jobs: jobs,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	fmt.Fprintf(stdout, "listed %d archived runs in %d page(s): %d due, %d published, %d not due (archived too recently)\n",
+		res.Scanned, res.Pages, res.Due, res.Published, res.Skipped[ops.SkipTooRecent])
+	if _, err := collectResults(ctx, js, before+res.Published); err != nil {
+		return 0, err
+	}
+
+	sum := ops.NewSummary()
+	_, err = ops.ScanResults(ctx, js, demoStreams, ops.ResultsQuery{RequestID: res.RequestID}, ops.ScanOptions{
+		OnEvent: func(ev *ops.ResultEvent) error { sum.Add(ev); return nil },
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading the results: %w", err)
+	}
+	bad := 0
+	for _, r := range demoSweepRuns(now) {
+		due := r.ArchivedAt.Before(cutoff) && !r.ArchivedAt.IsZero()
+		gone := api.Deleted(demoSweepOrg, r.ID)
+		state := "kept"
+		if gone {
+			state = "deleted"
+		}
+		okText := "yes"
+		if gone != due {
+			okText = "NO"
+			bad++
+		}
+		fmt.Fprintf(stdout, "  %-22s %-20s %-8s as expected: %s\n", r.ID, r.Name, state, okText)
+	}
+	reqs := sum.Requests()
+	if len(reqs) != 1 {
+		bad++
+	}
+	for _, rs := range reqs {
+		complete := "no"
+		if rs.Complete {
+			complete = "yes"
+		}
+		fmt.Fprintf(stdout, "results --summary --request-id %s: %d jobs, %d deleted, %d dead-lettered, complete: %s\n",
+			rs.RequestID, rs.Jobs, rs.Deleted, rs.DeadLettered, complete)
+		if !rs.Complete || rs.Jobs != res.Due {
+			bad++
+		}
+	}
+	return bad, nil
 }
 
 func waitStream(ctx context.Context, js jetstream.JetStream, name string) error {
@@ -228,7 +338,7 @@ func demoWorker(js jetstream.JetStream, api *servers.FakeTallyfy, stderr io.Writ
 	}
 	cfg := worker.Config{
 		DefaultOrg:     demoOrg,
-		AllowedOrgs:    []string{demoOrg, demoOtherOrg},
+		AllowedOrgs:    []string{demoOrg, demoOtherOrg, demoSweepOrg},
 		MaxDeliver:     3,
 		Backoff:        []time.Duration{200 * time.Millisecond},
 		AckWait:        5 * time.Second,
@@ -236,6 +346,8 @@ func demoWorker(js jetstream.JetStream, api *servers.FakeTallyfy, stderr io.Writ
 		BreakerTimeout: time.Second,
 		WorkerID:       "demo-worker",
 		Logger:         &log,
+		VerifyNotFound: true,
+		ArchiveFirst:   worker.ArchiveJob,
 	}
 	return worker.New(js, client, cfg)
 }
@@ -259,6 +371,9 @@ func printDemo(stdout io.Writer, cases []demoCase, seqs []uint64, results map[ui
 			got += "/" + string(r.Reason)
 			where = worker.DefaultDLQSubject + "." + string(r.Reason) + " + " + where
 		}
+		if r.Archived {
+			got += " (archived first)"
+		}
 		okText := "yes"
 		if got != c.expect {
 			okText = "NO, expected " + c.expect
@@ -268,7 +383,11 @@ func printDemo(stdout io.Writer, cases []demoCase, seqs []uint64, results map[ui
 		if r.Status != 0 {
 			status = fmt.Sprint(r.Status)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.what, r.Outcome, r.Reason, status, r.Attempts, where, okText)
+		outcome := string(r.Outcome)
+		if r.Archived {
+			outcome += ", archived first"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.what, outcome, r.Reason, status, r.Attempts, where, okText)
 	}
 	tw.Flush()
 	return bad

@@ -18,6 +18,7 @@ import (
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/ops"
 	"github.com/tallyfy-deleter/tallyfy-deleter/cmd/internal/settings"
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
 const dlqUsage = `Usage: tallyfy-deleter dlq <command> [flags]
@@ -45,6 +46,12 @@ replay refuses unless --all is given. Only dead letters that exist when
 replay starts are considered, so a job that fails again is not replayed
 twice in one run. Exit status 1 if any dead letter could not be replayed
 or removed.
+
+With --archive-first, only not_archived dead letters are replayed, each
+with the header Tallyfy-Archive-First: true (the body is still the job's
+bytes): workers whose DELETER_ARCHIVE_FIRST is job (or always) archive the
+run, then delete it. With DELETER_ARCHIVE_FIRST=never (the default) they
+dead-letter it not_archived again.
 `
 
 // maxErrorCell is how much of a dead letter's error the table shows.
@@ -228,15 +235,23 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 	var cfg settings.Tool
 	var fl dlqFlags
 	var perSecond int
-	var dryRun, all bool
+	var dryRun, all, archiveFirst bool
 	s := settings.ToolSettings(&cfg)
 	addDLQFlags(s, &fl, "0")
+	s.Bool(&archiveFirst, "", "archive-first", "false", "replay not_archived dead letters asking the worker to archive the run first (header Tallyfy-Archive-First: true)")
 	s.Num(&perSecond, "", "rate", "0", "at most this many replays per second; 0 for no limit")
 	s.Bool(&dryRun, "", "dry-run", "false", "list what would be replayed and change nothing")
 	s.Bool(&all, "", "all", "false", "replay every dead letter when no --reason, --org or --seq narrows the selection")
 	rest, code, ok := s.Command("dlq replay", args, getenv, stdout, stderr, dlqReplayHelp)
 	if !ok {
 		return code
+	}
+	if archiveFirst {
+		if fl.reason != "" && fl.reason != string(worker.ReasonNotArchived) {
+			fmt.Fprintf(stderr, "tallyfy-deleter dlq replay: --archive-first replays not_archived dead letters only, not --reason %s\n", fl.reason)
+			return 2
+		}
+		fl.reason = string(worker.ReasonNotArchived)
 	}
 	f, err := fl.filter()
 	if perSecond < 0 {
@@ -271,12 +286,12 @@ func cmdDLQReplay(args []string, getenv func(string) string, stdout, stderr io.W
 		fmt.Fprintf(errw, "dry run: %d dead letters would be replayed to %s; nothing changed\n", len(scan.Letters), cfg.Names.JobsSubject)
 		return 0
 	}
-	return replayLetters(ctx, js, &cfg, scan.Letters, perSecond, stdout, errw)
+	return replayLetters(ctx, js, &cfg, scan.Letters, ops.ReplayOptions{PerSecond: perSecond, ArchiveFirst: archiveFirst}, stdout, errw)
 }
 
 // replayLetters replays letters and prints the summary; it returns the
 // exit status.
-func replayLetters(ctx context.Context, js jetstream.JetStream, cfg *settings.Tool, letters []ops.DeadLetter, perSecond int, stdout, errw io.Writer) int {
+func replayLetters(ctx context.Context, js jetstream.JetStream, cfg *settings.Tool, letters []ops.DeadLetter, opts ops.ReplayOptions, stdout, errw io.Writer) int {
 	r, err := ops.NewReplayer(ctx, js, cfg.Names)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: %v\n", err)
@@ -284,7 +299,7 @@ func replayLetters(ctx context.Context, js jetstream.JetStream, cfg *settings.To
 	}
 
 	prog := cli.NewProgress(errw, "replay", len(letters))
-	res := r.Replay(ctx, letters, ops.ReplayOptions{PerSecond: perSecond, OnLetter: func(rep ops.ReplayReport) {
+	opts.OnLetter = func(rep ops.ReplayReport) {
 		d := rep.Letter
 		if rep.Err != nil {
 			prog.Logf("dead letter %d (%s %s/%s): not replayed, kept: %v", d.Seq, d.Reason, cli.Cell(d.OrgID), cli.Cell(d.RunID), rep.Err)
@@ -293,7 +308,8 @@ func replayLetters(ctx context.Context, js jetstream.JetStream, cfg *settings.To
 			prog.Logf("dead letter %d: replayed as job %d, but not removed: %v (replaying it again within the jobs stream's duplicate window publishes nothing twice)", d.Seq, rep.JobSeq, rep.RemoveErr)
 		}
 		prog.Add(1)
-	}})
+	}
+	res := r.Replay(ctx, letters, opts)
 	prog.Done()
 	if res.NotStarted > 0 {
 		fmt.Fprintf(errw, "tallyfy-deleter dlq replay: interrupted: %d dead letters were not replayed and are kept\n", res.NotStarted)

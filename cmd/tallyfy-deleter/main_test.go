@@ -99,6 +99,9 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		{"bad log level", append(base, "LOG_LEVEL", "loud"), nil, []string{"LOG_LEVEL"}},
 		{"bad API URL", append(base, "TALLYFY_API_URL", "ftp://x"), nil, []string{"TALLYFY_API_URL"}},
 		{"wildcard subject", append(base, "DELETER_JOBS_SUBJECT", "a.*"), nil, []string{"DELETER_JOBS_SUBJECT"}},
+		{"archive first not a mode", append(base, "DELETER_ARCHIVE_FIRST", "true"), nil, []string{"DELETER_ARCHIVE_FIRST", "never, job or always"}},
+		{"archive first not a mode by flag", base, []string{"--archive-first", "sometimes"}, []string{"DELETER_ARCHIVE_FIRST"}},
+		{"verify not found not a bool", append(base, "DELETER_VERIFY_NOT_FOUND", "perhaps"), nil, []string{"DELETER_VERIFY_NOT_FOUND"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,7 +160,7 @@ func TestDemo(t *testing.T) {
 	if code := run([]string{"demo"}, env(), &out, &errOut); code != 0 {
 		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
-	for _, want := range []string{"deleted", "not_found", "not_archived", "forbidden", "rejected", "retries_exhausted", "invalid_job", "org_not_allowed", "every job got exactly one outcome"} {
+	for _, want := range []string{"deleted", "not_found", "not_archived", "forbidden", "rejected", "retries_exhausted", "invalid_job", "org_not_allowed", "archived first", "3 due, 3 published", "complete: yes", "every job got exactly one outcome"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}

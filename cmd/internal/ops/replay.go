@@ -44,6 +44,10 @@ func NewReplayer(ctx context.Context, js jetstream.JetStream, n worker.Streams) 
 type ReplayOptions struct {
 	// PerSecond caps replays per second; 0 is no limit (a few at once).
 	PerSecond int
+	// ArchiveFirst marks each replayed job with Tallyfy-Archive-First:
+	// true, so that a worker whose DELETER_ARCHIVE_FIRST is job archives
+	// its run before deleting it. The body stays the job's bytes.
+	ArchiveFirst bool
 	// OnLetter, if set, hears what became of each dead letter as it is
 	// finished. Calls never overlap.
 	OnLetter func(ReplayReport)
@@ -82,7 +86,7 @@ type ReplayResult struct {
 // no more replays, and finishes those begun: a replay is two short calls,
 // and stopping between them would leave a job published twice.
 func (r *Replayer) Replay(ctx context.Context, letters []DeadLetter, opts ReplayOptions) ReplayResult {
-	rr := &replayRun{Replayer: r, onLetter: opts.OnLetter}
+	rr := &replayRun{Replayer: r, onLetter: opts.OnLetter, archiveFirst: opts.ArchiveFirst}
 	limiter := rate.NewLimiter(rate.Inf, 1)
 	workers := replayConcurrency
 	if opts.PerSecond > 0 {
@@ -122,7 +126,8 @@ func (r *Replayer) Replay(ctx context.Context, letters []DeadLetter, opts Replay
 // replayRun is one Replay's counts and its report callback.
 type replayRun struct {
 	*Replayer
-	onLetter func(ReplayReport)
+	onLetter     func(ReplayReport)
+	archiveFirst bool
 
 	mu  sync.Mutex
 	res ReplayResult
@@ -138,6 +143,9 @@ func (r *replayRun) replay(d *DeadLetter) {
 	m := nats.NewMsg(r.jobs.subject)
 	m.Data = []byte(d.Body)
 	m.Header.Set(jetstream.MsgIDHeader, "replay-"+strconv.FormatUint(d.Seq, 10))
+	if r.archiveFirst {
+		m.Header.Set(worker.HeaderArchiveFirst, "true")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cli.ToolTimeout)
 	defer cancel()
 	ack, err := r.jobs.js.PublishMsg(ctx, m, jetstream.WithExpectStream(r.jobs.stream))
