@@ -52,12 +52,9 @@ type CredentialsChecker interface {
 // Worker pulls jobs from the durable consumer and gives each one outcome.
 // Build it with New, run it with Run.
 type Worker struct {
-	cfg    Config
-	policy Policy
-	js     jetstream.JetStream
-	// pub publishes result events without waiting (see finish), on js's
-	// connection: each confirmation times out after PublishTimeout.
-	pub      jetstream.JetStream
+	cfg      Config
+	policy   Policy
+	js       jetstream.JetStream
 	api      Deleter
 	log      *zerolog.Logger
 	checker  RunChecker
