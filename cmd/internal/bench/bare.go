@@ -20,16 +20,18 @@ import (
 // allow, so that the worker's throughput reads as a share of the ceiling.
 // It makes the confirmations the worker makes and nothing more:
 //
-//   - pull: a prefetching Consume whose buffer holds twice as many jobs as
-//     there are slots, so that a slot never waits a round trip for its
-//     next job; the callback hands each job to one of c goroutines that
-//     live as long as the loop (a goroutine per job costs more CPU at high
-//     concurrency: its stack grows anew for every job);
+//   - pull: a prefetching Consume whose buffer holds as many jobs beyond
+//     the slots as there are slots, at least 8 (no fewer than the worker
+//     holds), so that a slot never waits a round trip for its next job;
+//     the callback hands each job to one of c goroutines that live as long
+//     as the loop (a goroutine per job costs more CPU at high concurrency:
+//     its stack grows anew for every job);
 //   - DELETE with plain net/http (a transport keeping c idle connections),
 //     the job decoded with encoding/json and not validated;
 //   - publish the result event (worker.Result, encoding/json) with
-//     js.PublishMsg and Nats-Msg-Id result-<seq>, waiting for its ack;
-//   - msg.DoubleAck.
+//     js.PublishMsgAsync and Nats-Msg-Id result-<seq>: the slot goes on to
+//     its next job, and a goroutine of the job's own waits for the
+//     event's ack, then msg.DoubleAck, as the worker does.
 //
 // No breaker, no logs, no metrics, no heartbeat, no retry, no hand-back:
 // an answer other than 2xx or 404 naks the job.
@@ -39,7 +41,8 @@ func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64,
 		return 0, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	held := c + max(c, 8)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(max(held, 4000)), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return 0, err
 	}
@@ -57,13 +60,19 @@ func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64,
 	for range c {
 		jobs.Go(func() {
 			for msg := range msgs {
-				if bareJob(js, hc, apiURL, token, resultsSubject, msg) {
-					done.Add(1)
+				ack := bareJob(js, hc, apiURL, token, resultsSubject, msg)
+				if ack == nil {
+					continue
 				}
+				jobs.Go(func() {
+					if bareConfirm(msg, ack) {
+						done.Add(1)
+					}
+				})
 			}
 		})
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) { msgs <- msg }, jetstream.PullMaxMessages(2*c))
+	cc, err := cons.Consume(func(msg jetstream.Msg) { msgs <- msg }, jetstream.PullMaxMessages(held))
 	if err != nil {
 		close(msgs)
 		jobs.Wait()
@@ -83,24 +92,44 @@ func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64,
 	return done.Load(), nil
 }
 
-// bareJob is one job of the bare loop; true when it was acked.
-func bareJob(js jetstream.JetStream, hc *http.Client, apiURL, token, resultsSubject string, msg jetstream.Msg) bool {
+// bareConfirm waits for the result event's ack, then acks the job; true
+// when it was acked.
+func bareConfirm(msg jetstream.Msg, ack jetstream.PubAckFuture) bool {
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-ack.Ok():
+	case <-ack.Err():
+		_ = msg.Nak()
+		return false
+	case <-t.C:
+		_ = msg.Nak()
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return msg.DoubleAck(ctx) == nil
+}
+
+// bareJob is one job of the bare loop, up to the result event's publish:
+// its ack to come, or nil when the job was naked.
+func bareJob(js jetstream.JetStream, hc *http.Client, apiURL, token, resultsSubject string, msg jetstream.Msg) jetstream.PubAckFuture {
 	meta, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Nak()
-		return false
+		return nil
 	}
 	var job worker.Job
 	if err := json.Unmarshal(msg.Data(), &job); err != nil {
 		_ = msg.Nak()
-		return false
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), worker.DefaultAPITimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, apiURL+"/organizations/"+job.OrgID+"/runs/"+job.RunID+"/delete", nil)
 	if err != nil {
 		_ = msg.Nak()
-		return false
+		return nil
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
@@ -108,7 +137,7 @@ func bareJob(js jetstream.JetStream, hc *http.Client, apiURL, token, resultsSubj
 	resp, err := hc.Do(req)
 	if err != nil {
 		_ = msg.Nak()
-		return false
+		return nil
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
@@ -121,21 +150,20 @@ func bareJob(js jetstream.JetStream, hc *http.Client, apiURL, token, resultsSubj
 		res.Outcome = worker.OutcomeNotFound
 	default:
 		_ = msg.Nak()
-		return false
+		return nil
 	}
 	body, err := json.Marshal(res)
 	if err != nil {
 		_ = msg.Nak()
-		return false
+		return nil
 	}
 	m := nats.NewMsg(resultsSubject + "." + string(res.Outcome))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
-	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer pcancel()
-	if _, err := js.PublishMsg(pctx, m); err != nil {
+	ack, err := js.PublishMsgAsync(m)
+	if err != nil {
 		_ = msg.Nak()
-		return false
+		return nil
 	}
-	return msg.DoubleAck(pctx) == nil
+	return ack
 }
