@@ -215,7 +215,7 @@ type dlqSession struct {
 // openDLQ connects and scans. On failure it has reported why.
 func openDLQ(cfg *settings.Tool, tool string, f ops.Filter, stderr io.Writer) (*dlqSession, bool) {
 	errw := cli.NewSyncWriter(stderr)
-	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, tool, errw)
+	js, disconnect, err := cli.ToolConnect(&cfg.NATS, tool, errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter %s: %v\n", tool, err)
 		return nil, false

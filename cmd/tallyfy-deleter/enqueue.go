@@ -94,7 +94,7 @@ func cmdEnqueue(args []string, getenv func(string) string, stdin io.Reader, stdo
 // openJobs connects and looks up the jobs stream. On failure it has
 // reported why.
 func openJobs(ctx context.Context, cfg *settings.Tool, errw io.Writer) (*ops.Jobs, func(), bool) {
-	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "enqueue", errw)
+	js, disconnect, err := cli.ToolConnect(&cfg.NATS, "enqueue", errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter enqueue: %v\n", err)
 		return nil, nil, false

@@ -102,6 +102,21 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		{"archive first not a mode", append(base, "DELETER_ARCHIVE_FIRST", "true"), nil, []string{"DELETER_ARCHIVE_FIRST", "never, job or always"}},
 		{"archive first not a mode by flag", base, []string{"--archive-first", "sometimes"}, []string{"DELETER_ARCHIVE_FIRST"}},
 		{"verify not found not a bool", append(base, "DELETER_VERIFY_NOT_FOUND", "perhaps"), nil, []string{"DELETER_VERIFY_NOT_FOUND"}},
+		{"NATS CA missing", append(base, "NATS_TLS_CA", "/nonexistent/ca.pem"), nil, []string{"NATS_TLS_CA", "no such file"}},
+		{"NATS CA is a directory", append(base, "NATS_TLS_CA", dir), nil, []string{"NATS_TLS_CA", "is a directory"}},
+		{"NATS CA empty", append(base, "NATS_TLS_CA", emptyFile), nil, []string{"NATS_TLS_CA", "is empty"}},
+		{"NATS CA by flag", base, []string{"--nats-tls-ca", emptyFile}, []string{"NATS_TLS_CA", "is empty"}},
+		{"NATS cert without key", append(base, "NATS_TLS_CERT", emptyFile), nil, []string{"NATS_TLS_CERT", "NATS_TLS_KEY"}},
+		{"NATS key without cert", append(base, "NATS_TLS_KEY", emptyFile), nil, []string{"NATS_TLS_KEY", "NATS_TLS_CERT"}},
+		{"NATS nkey missing", append(base, "NATS_NKEY", "/nonexistent/user.nk"), nil, []string{"NATS_NKEY", "no such file"}},
+		{"NATS creds empty", append(base, "NATS_CREDS", emptyFile), nil, []string{"NATS_CREDS", "is empty"}},
+		{"NATS password file a directory", append(base, "NATS_USER", "u", "NATS_PASSWORD_FILE", dir), nil, []string{"NATS_PASSWORD_FILE", "is a directory"}},
+		{"NATS password and password file", append(base, "NATS_USER", "u", "NATS_PASSWORD", "tok", "NATS_PASSWORD_FILE", emptyFile), nil, []string{"NATS_PASSWORD", "NATS_PASSWORD_FILE"}},
+		{"NATS password without user", append(base, "NATS_PASSWORD", "tok"), nil, []string{"NATS_PASSWORD", "NATS_USER"}},
+		{"NATS two kinds of credentials", append(base, "NATS_CREDS", emptyFile, "NATS_USER", "u", "NATS_PASSWORD", "tok"), nil, []string{"NATS_CREDS", "NATS_USER"}},
+		{"NATS context missing", append(base, "NATS_CONTEXT", "/nonexistent/prod.json"), nil, []string{"NATS_CONTEXT", "no such file"}},
+		{"NATS context a directory", append(base, "NATS_CONTEXT", dir+"/"), nil, []string{"NATS_CONTEXT", "is a directory"}},
+		{"NATS URL not for NATS", append(base, "NATS_URL", "https://nats.example"), nil, []string{"NATS_URL"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -113,7 +113,7 @@ func cmdResults(args []string, getenv func(string) string, stdout, stderr io.Wri
 	}
 
 	errw := cli.NewSyncWriter(stderr)
-	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "results", errw)
+	js, disconnect, err := cli.ToolConnect(&cfg.NATS, "results", errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter results: %v\n", err)
 		return 1

@@ -34,7 +34,7 @@ func cmdStatus(args []string, getenv func(string) string, stdout, stderr io.Writ
 		return 2
 	}
 	errw := cli.NewSyncWriter(stderr)
-	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "status", errw)
+	js, disconnect, err := cli.ToolConnect(&cfg.NATS, "status", errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter status: %v\n", err)
 		return 1

@@ -259,7 +259,7 @@ func parseAge(s string) (time.Duration, error) {
 // openSweepJobs connects and looks up the jobs stream. On failure it has
 // reported why.
 func openSweepJobs(ctx context.Context, cfg *settings.Sweep, errw io.Writer) (*ops.Jobs, func(), bool) {
-	js, disconnect, err := cli.ToolConnect(cfg.NATSURL, cfg.NATSCreds, "sweep", errw)
+	js, disconnect, err := cli.ToolConnect(&cfg.NATS, "sweep", errw)
 	if err != nil {
 		fmt.Fprintf(errw, "tallyfy-deleter sweep: %v\n", err)
 		return nil, nil, false

@@ -1,10 +1,13 @@
 package servers
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +19,10 @@ import (
 // A port taken by someone else only shows up as a server that never gets
 // ready, so this is also how long such a failure takes to be reported.
 const readyTimeout = 10 * time.Second
+
+// tlsTimeout bounds a client's TLS handshake; the server's default (2 s) is
+// short for a busy machine running tests under the race detector.
+const tlsTimeout = 10 * time.Second
 
 // NATSOptions configures StartNATS.
 type NATSOptions struct {
@@ -30,6 +37,17 @@ type NATSOptions struct {
 	ServerName string
 	// Cluster makes the server a node of a cluster; nil runs it alone.
 	Cluster *ClusterOptions
+	// TLS makes the server require TLS, with its certificate in
+	// Certificates. With ClientAuth tls.RequireAndVerifyClientCert and
+	// ClientCAs it also requires a client certificate one of those CAs
+	// signed (mutual TLS). nil: plain connections. URL stays nats://: a
+	// client upgrades when the server asks for TLS.
+	TLS *tls.Config
+	// Users (user name to password) and NKeys (public user keys, "U..."),
+	// when either is set, are who may connect; nobody else may. They all
+	// share the server's one account, JetStream enabled.
+	Users map[string]string
+	NKeys []string
 }
 
 // ClusterOptions places a server in a cluster.
@@ -82,6 +100,16 @@ func StartNATS(opts NATSOptions) (*NATS, error) {
 		cc.Routes = append([]string(nil), c.Routes...)
 		opts.Cluster = &cc
 	}
+	if opts.TLS != nil {
+		if len(opts.TLS.Certificates) == 0 && opts.TLS.GetCertificate == nil {
+			return nil, errors.New("testutil: NATSOptions.TLS has no certificate")
+		}
+		if opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert && opts.TLS.ClientCAs == nil {
+			return nil, errors.New("testutil: NATSOptions.TLS verifies client certificates but has no ClientCAs")
+		}
+		opts.TLS = opts.TLS.Clone()
+	}
+	opts.Users, opts.NKeys = maps.Clone(opts.Users), slices.Clone(opts.NKeys)
 	n := &NATS{opts: opts}
 	srv, err := n.start()
 	if err != nil {
@@ -148,6 +176,18 @@ func (n *NATS) start() (*server.Server, error) {
 		// The process belongs to the test or the program, not to the server.
 		NoSigs: true,
 		NoLog:  true,
+	}
+	if n.opts.TLS != nil {
+		// The server keeps what it is given: each start gets a copy.
+		sopts.TLSConfig = n.opts.TLS.Clone()
+		sopts.TLSVerify = n.opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		sopts.TLSTimeout = tlsTimeout.Seconds()
+	}
+	for name, password := range n.opts.Users {
+		sopts.Users = append(sopts.Users, &server.User{Username: name, Password: password})
+	}
+	for _, key := range n.opts.NKeys {
+		sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: key})
 	}
 	if c := n.opts.Cluster; c != nil {
 		sopts.Cluster = server.ClusterOpts{Name: c.Name, Host: "127.0.0.1", Port: portOrRandom(c.Port)}

@@ -82,7 +82,30 @@ func SignalContext(log *zerolog.Logger) (context.Context, func()) {
 		})
 }
 
-func ConnectNATS(url, creds, name string, log *zerolog.Logger) (*nats.Conn, error) {
+// NATSTarget is where NATS is and how to reach it: the servers, the TLS
+// and credential options, and what a failed connect means in the terms of
+// the settings. settings.NATS is one, once its Check has read the files
+// it names. The goroutine that connects calls its methods.
+type NATSTarget interface {
+	// Servers is the comma list of server URLs; it may hold a password.
+	Servers() string
+	// Options secure and authenticate the connection; an error if the
+	// settings were refused.
+	Options() ([]nats.Option, error)
+	// Explain is a connect error with what it means for the settings (a
+	// CA that did not sign the server's certificate, say), wrapping err.
+	Explain(err error) error
+}
+
+// ConnectNATS connects to to's servers as name, logging lost connections
+// and reconnections to log (never a password: URLs are redacted). nats.go
+// takes no context: the connect is bounded by its timeout (2 s a server)
+// and is not retried, so a signal waits at most that long.
+func ConnectNATS(to NATSTarget, name string, log *zerolog.Logger) (*nats.Conn, error) {
+	secure, err := to.Options()
+	if err != nil {
+		return nil, err
+	}
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -100,10 +123,11 @@ func ConnectNATS(url, creds, name string, log *zerolog.Logger) (*nats.Conn, erro
 			log.Warn().Err(err).Msg("NATS error")
 		}),
 	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
+	nc, err := nats.Connect(to.Servers(), append(opts, secure...)...)
+	if err != nil {
+		return nil, to.Explain(err)
 	}
-	return nats.Connect(url, opts...)
+	return nc, nil
 }
 
 func Indent(s string) string {
@@ -118,12 +142,12 @@ const ToolTimeout = 10 * time.Second
 // connection quietly: closing fires the client's disconnect handler, whose
 // "reconnecting" warning would be wrong, and would arrive after the command
 // has returned.
-func ToolConnect(natsURL, natsCreds, tool string, stderr io.Writer) (js jetstream.JetStream, disconnect func(), err error) {
+func ToolConnect(to NATSTarget, tool string, stderr io.Writer) (js jetstream.JetStream, disconnect func(), err error) {
 	gate := &gateWriter{w: stderr}
 	log := zerolog.New(gate).Level(zerolog.WarnLevel).With().Timestamp().Str("tool", tool).Logger()
-	nc, err := ConnectNATS(natsURL, natsCreds, "tallyfy-deleter "+tool, &log)
+	nc, err := ConnectNATS(to, "tallyfy-deleter "+tool, &log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", RedactURLs(natsURL), err)
+		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", RedactURLs(to.Servers()), err)
 	}
 	disconnect = func() {
 		gate.shut()
@@ -161,15 +185,33 @@ func (g *gateWriter) shut() {
 	g.mu.Unlock()
 }
 
-// RedactURLs hides passwords in a comma list of NATS URLs.
+// RedactURLs hides passwords in a comma list of NATS URLs, and tokens: a
+// user without a password is a token to nats.go. A URL without a scheme
+// is read as nats.go reads it, nats://.
 func RedactURLs(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "nats://" + p
+		}
+		u, err := url.Parse(p)
+		switch {
+		case err != nil || u.User == nil:
+			continue
+		case hasPassword(u.User):
 			parts[i] = u.Redacted()
+		default:
+			u.User = url.User("xxxxx")
+			parts[i] = u.String()
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+func hasPassword(u *url.Userinfo) bool {
+	_, ok := u.Password()
+	return ok
 }
 
 // Interruptible is OnSignal for the operator tools: the first signal makes

@@ -29,9 +29,9 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 		log.Error().Err(err).Msg("refusing to start")
 		return 2
 	}
-	nc, err := cli.ConnectNATS(cfg.NATSURL, cfg.NATSCreds, "tallyfy-deleter "+cfg.WorkerName(), &log)
+	nc, err := cli.ConnectNATS(&cfg.NATS, "tallyfy-deleter "+cfg.WorkerName(), &log)
 	if err != nil {
-		log.Error().Err(err).Str("nats_url", cli.RedactURLs(cfg.NATSURL)).Msg("cannot connect to NATS")
+		log.Error().Err(err).Str("nats_url", cli.RedactURLs(cfg.NATS.Servers())).Msg("cannot connect to NATS")
 		return 1
 	}
 	defer nc.Close()
@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 	if cfg.Worker.DryRun {
 		log.Warn().Msg("DELETER_DRY_RUN is on: nothing will be deleted")
 	}
-	log.Info().Str("nats_url", cli.RedactURLs(cfg.NATSURL)).Str("api_url", cfg.APIURL).Msg("worker starting")
+	log.Info().Str("nats_url", cli.RedactURLs(cfg.NATS.Servers())).Str("api_url", cfg.APIURL).Msg("worker starting")
 	if err := w.Run(ctx); err != nil {
 		log.Error().Str("error", settings.Describe(err)).Msg("worker could not start")
 		return 1

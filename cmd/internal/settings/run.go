@@ -13,12 +13,6 @@ import (
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
-// AddNATS adds the connection settings every subcommand shares.
-func AddNATS(s *Set, url, creds *string) {
-	s.Str(url, "NATS_URL", "nats-url", "nats://127.0.0.1:4222", "NATS server URL; several, comma-separated, for a cluster")
-	s.Str(creds, "NATS_CREDS", "nats-creds", "", "NATS credentials file (optional)")
-}
-
 // AddNames adds the stream, consumer and subject names every subcommand
 // shares.
 func AddNames(s *Set, w *worker.Streams) {
@@ -32,25 +26,25 @@ func AddNames(s *Set, w *worker.Streams) {
 }
 
 // Tool is what the operator tools (enqueue, dlq, status) share with
-// `run`: where NATS is and what the streams are called. Names holds only
-// the name fields; the tools use no other worker Setting.
+// `run`: how to reach NATS and what the streams are called. Names holds
+// only the name fields; the tools use no other worker Setting.
 type Tool struct {
-	NATSURL, NATSCreds string
-	Names              worker.Streams
+	NATS  NATS
+	Names worker.Streams
 }
 
 // ToolSettings returns the shared settings of a tool; a tool adds its own
 // flags to the same list before parsing.
 func ToolSettings(c *Tool) *Set {
 	s := &Set{}
-	AddNATS(s, &c.NATSURL, &c.NATSCreds)
+	AddNATS(s, &c.NATS)
 	AddNames(s, &c.Names)
 	return s
 }
 
 // Run is everything `run` needs.
 type Run struct {
-	NATSURL, NATSCreds string
+	NATS NATS
 	// API is where Tallyfy is and the credentials (APIURL, Token, ...,
 	// Credentials()), as `sweep` has them too.
 	API
@@ -66,7 +60,7 @@ type Run struct {
 func runSettings(c *Run) *Set {
 	s := &Set{}
 	w := &c.Worker
-	AddNATS(s, &c.NATSURL, &c.NATSCreds)
+	AddNATS(s, &c.NATS)
 	AddAPI(s, &c.API)
 	AddOrgs(s, &w.DefaultOrg, &w.AllowedOrgs)
 	s.NumIn(&w.Concurrency, "DELETER_CONCURRENCY", "concurrency", "16", "jobs in flight per worker (1 to 10000)", 1, 10000).For("Concurrency")
@@ -117,6 +111,8 @@ func LoadRun(args []string, getenv func(string) string, stdout io.Writer) (*Run,
 	}
 	c.Worker.SkipProvision = !c.provision
 	var errs []error
+	errs = append(errs, s.check(getenv)...)
+	c.NATS.noteContext(c.Effective)
 	errs = append(errs, c.API.check()...)
 	switch c.LogFormat {
 	case "json", "console":

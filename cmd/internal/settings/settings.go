@@ -31,9 +31,22 @@ type Setting struct {
 	value, from string
 }
 
-// settings binds names to targets and parses them.
+// Set binds names to targets and parses them.
 type Set struct {
 	list []*Setting
+	// checks are rules on settings that parsing one value cannot apply:
+	// files read, combinations refused (AddNATS's). Command and LoadRun
+	// run them once every setting is parsed.
+	checks []func(getenv func(string) string) []error
+}
+
+// check runs the checks; every error names its setting.
+func (s *Set) check(getenv func(string) string) []error {
+	var errs []error
+	for _, c := range s.checks {
+		errs = append(errs, c(getenv)...)
+	}
+	return errs
 }
 
 func (s *Set) add(env, flagName, def, help string, set func(string) error) *Setting {
@@ -280,8 +293,9 @@ func Hint(command string) string {
 // Command parses a subcommand's command line the way every subcommand
 // does: --help prints the usage, then more, to stdout (exit status 0); a
 // command line that does not parse prints one line and a hint to stderr
-// (exit status 2). It returns the positional arguments, or false and the
-// exit status.
+// (exit status 2), and so do settings that its checks refuse (a NATS
+// file that cannot be read, say), one line each. It returns the
+// positional arguments, or false and the exit status.
 func (s *Set) Command(name string, args []string, getenv func(string) string, stdout, stderr io.Writer, more string) ([]string, int, bool) {
 	rest, err := s.Parse(name, args, getenv)
 	switch {
@@ -291,6 +305,12 @@ func (s *Set) Command(name string, args []string, getenv func(string) string, st
 		return nil, 0, false
 	case err != nil:
 		fmt.Fprintf(stderr, "tallyfy-deleter %s: %v\n%s\n", name, err, Hint(name))
+		return nil, 2, false
+	}
+	if errs := s.check(getenv); len(errs) > 0 {
+		for _, line := range strings.Split(errors.Join(errs...).Error(), "\n") {
+			fmt.Fprintf(stderr, "tallyfy-deleter %s: %s\n", name, line)
+		}
 		return nil, 2, false
 	}
 	return rest, 0, true
