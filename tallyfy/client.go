@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/oauth2"
 )
 
@@ -242,7 +243,8 @@ func WithRequestHook(h func(RequestInfo)) Option {
 // docs say 200, older ones 204). Other answers are *APIError: ErrNotFound
 // when the run is gone (or, per the docs, not archived), ErrNotArchived,
 // ErrForbidden, ErrUnauthorized, ErrRateLimited, and so on. A failure to get
-// a token is a *TokenError and no request is made.
+// a token is a *TokenError and no request is made. Like every call, it sends
+// the W3C trace context ctx carries, if any (see the package doc).
 func (c *Client) DeleteRun(ctx context.Context, orgID, runID string) (*Response, error) {
 	u, err := c.runURL(orgID, runID, "/delete")
 	if err != nil {
@@ -434,6 +436,7 @@ func (c *Client) attempt(ctx context.Context, method, u, token string, decode fu
 	req.Header["Accept"] = []string{"application/json"}
 	req.Header["X-Tallyfy-Client"] = []string{"APIClient"}
 	req.Header["User-Agent"] = []string{c.ua}
+	injectTrace(ctx, req.Header)
 
 	hr, err := c.hc.Do(req)
 	if err != nil {
@@ -456,6 +459,39 @@ func (c *Client) attempt(ctx context.Context, method, u, token string, decode fu
 		}
 	}
 	return resp, nil
+}
+
+// injectTrace carries a caller's trace on to Tallyfy: a ctx holding a
+// valid span context (trace.ContextWithSpan, or a remote one) sends it as
+// W3C traceparent and tracestate; a ctx without one sends nothing.
+func injectTrace(ctx context.Context, h http.Header) {
+	propagation.TraceContext{}.Inject(ctx, traceHeaders(h))
+}
+
+// traceHeaders is h as the propagator's carrier, writing the trace headers
+// under their canonical names directly: http.Header.Set would canonicalise
+// them anew on every request.
+type traceHeaders http.Header
+
+func (h traceHeaders) Set(key, value string) {
+	switch key {
+	case "traceparent":
+		h["Traceparent"] = []string{value}
+	case "tracestate":
+		h["Tracestate"] = []string{value}
+	default:
+		http.Header(h).Set(key, value)
+	}
+}
+
+func (h traceHeaders) Get(key string) string { return http.Header(h).Get(key) }
+
+func (h traceHeaders) Keys() []string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // noRedirects copies hc (or builds the default) with redirects refused.

@@ -15,6 +15,13 @@
 // never an *APIError, so a misconfigured token endpoint cannot be mistaken
 // for an answer about a run.
 //
+// A request carries the caller's trace on: when its ctx holds a valid
+// OpenTelemetry span context (trace.ContextWithSpan, or
+// trace.ContextWithRemoteSpanContext for a trace context received from
+// elsewhere), the request sends it as the W3C traceparent and tracestate
+// headers. The client makes no spans of its own; the caller makes one per
+// call if it wants them.
+//
 // Credentials are a static token (WithToken), a token file that may be
 // rotated under the running process (FileTokenSource), or OAuth client
 // credentials (ClientCredentials). The last two can be invalidated, so a 401

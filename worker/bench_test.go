@@ -79,7 +79,7 @@ func BenchmarkJobHotPath(b *testing.B) {
 	for b.Loop() {
 		job, err := DecodeJob(benchBody, w.cfg.DefaultOrg)
 		d := w.policy.Route(Attempt{Err: err, Delivered: 1})
-		if _, err := w.resultMsg(w.result(benchTask(seq), job, d, resp, nil)); err != nil {
+		if _, err := w.resultMsg(traceHeaders{}, w.result(benchTask(seq), job, d, resp, nil)); err != nil {
 			b.Fatal(err)
 		}
 		seq++
@@ -99,7 +99,7 @@ func BenchmarkResultEvent(b *testing.B) {
 	b.ReportAllocs()
 	var seq uint64 = 1_234_567
 	for b.Loop() {
-		if _, err := w.resultMsg(w.result(benchTask(seq), job, d, resp, nil)); err != nil {
+		if _, err := w.resultMsg(traceHeaders{}, w.result(benchTask(seq), job, d, resp, nil)); err != nil {
 			b.Fatal(err)
 		}
 		seq++
@@ -123,8 +123,8 @@ func BenchmarkDeadLetter(b *testing.B) {
 	var seq uint64 = 1_234_567
 	for b.Loop() {
 		res := w.result(benchTask(seq), job, d, nil, cause)
-		_ = w.deadLetter(benchBody, res)
-		if _, err := w.resultMsg(res); err != nil {
+		_ = w.deadLetter(traceHeaders{}, benchBody, res)
+		if _, err := w.resultMsg(traceHeaders{}, res); err != nil {
 			b.Fatal(err)
 		}
 		seq++

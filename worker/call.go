@@ -28,12 +28,12 @@ func reachedTallyfy(err error) bool {
 // call makes one API call through the breaker. tripped is true when the
 // call failed and the breaker is not closed afterwards.
 func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, tripped bool, err error) {
-	resp, err = w.through(ctx, func(ctx context.Context) (*tallyfy.Response, error) {
+	resp, err = w.through(ctx, opDelete, job, func(ctx context.Context) (*tallyfy.Response, error) {
 		return w.api.DeleteRun(ctx, job.OrgID, job.RunID)
 	})
 	if w.checker != nil && errors.Is(err, tallyfy.ErrNotFound) {
 		deleteErr := err
-		_, err = w.through(ctx, func(ctx context.Context) (*tallyfy.Response, error) {
+		_, err = w.through(ctx, opGet, job, func(ctx context.Context) (*tallyfy.Response, error) {
 			_, r, err := w.checker.GetRun(ctx, job.OrgID, job.RunID)
 			return r, err
 		})
@@ -51,7 +51,7 @@ func (w *Worker) call(ctx context.Context, job Job) (resp *tallyfy.Response, tri
 
 // archive archives job's run through the breaker, as call deletes it.
 func (w *Worker) archive(ctx context.Context, job Job) (resp *tallyfy.Response, tripped bool, err error) {
-	resp, err = w.through(ctx, func(ctx context.Context) (*tallyfy.Response, error) {
+	resp, err = w.through(ctx, opArchive, job, func(ctx context.Context) (*tallyfy.Response, error) {
 		return w.archiver.ArchiveRun(ctx, job.OrgID, job.RunID)
 	})
 	w.noteCredentials(err)
@@ -85,15 +85,21 @@ func (w *Worker) noteCredentials(err error) {
 	}
 }
 
-// through makes one API request: after the rate limiter, inside the
-// breaker, within the API timeout.
-func (w *Worker) through(ctx context.Context, req func(context.Context) (*tallyfy.Response, error)) (*tallyfy.Response, error) {
+// through makes one API request, op of job: after the rate limiter, inside
+// the breaker, within the API timeout, and with a tracer in a span of its
+// own (one the breaker refuses has none: it never went).
+func (w *Worker) through(ctx context.Context, op apiOp, job Job, req func(context.Context) (*tallyfy.Response, error)) (*tallyfy.Response, error) {
 	if err := w.limiter.wait(ctx); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
 	defer cancel()
-	resp, err := w.breaker.Execute(func() (*tallyfy.Response, error) { return req(ctx) })
+	resp, err := w.breaker.Execute(func() (*tallyfy.Response, error) {
+		if w.tracer != nil {
+			return w.traced(ctx, op, job, req)
+		}
+		return req(ctx)
+	})
 	if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
 		w.limiter.answered(errors.Is(err, tallyfy.ErrRateLimited))
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
@@ -136,6 +137,12 @@ type Config struct {
 	Logger *zerolog.Logger
 	// Metrics, when set, observes the worker. Default: none.
 	Metrics Observer
+	// TracerProvider, when set, makes a span of every job (a child of the
+	// job's traceparent, when it has one) and of every request to Tallyfy
+	// for it (a child of the job's, whose trace context Tallyfy gets).
+	// Default (nil, or a no-op provider): no spans; a job's trace context
+	// is still carried on as it came (see HeaderTraceparent).
+	TracerProvider trace.TracerProvider
 }
 
 // withDefaults returns c with every zero value replaced by its default.

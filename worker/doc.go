@@ -7,6 +7,11 @@
 // table), publishes a result event and, where the table says so, a dead
 // letter (both confirmed by JetStream), and only then acks.
 //
+// A job's W3C trace context (traceparent and tracestate headers) goes with
+// everything the worker does for it: the requests to Tallyfy, its log
+// lines, its result event and its dead letter. With Config.TracerProvider
+// the worker also makes a span of each job and of each request.
+//
 //	api, _ := tallyfy.New(tallyfy.DefaultBaseURL, tallyfy.WithToken(token))
 //	w, err := worker.New(js, api, worker.Config{DefaultOrg: "org1"})
 //	if err != nil {

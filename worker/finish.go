@@ -36,6 +36,9 @@ type Result struct {
 	JobSeq     uint64    `json:"job_seq"`
 	Worker     string    `json:"worker"`
 	At         time.Time `json:"at"`
+	// TraceID is the W3C trace-id of the job's trace context (32 hex
+	// digits), when it has one: see HeaderTraceparent.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Dead-letter headers: the public contract of the README.
@@ -74,12 +77,12 @@ var publishRetries = []time.Duration{200 * time.Millisecond, time.Second, 3 * ti
 func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, cause error) *pending {
 	res := w.result(t, job, d, resp, cause)
 	if res.Outcome == OutcomeDeadLettered {
-		if err := w.publish(t.hard, w.deadLetter(t.msg.Data(), res)); err != nil {
+		if err := w.publish(t.hard, w.deadLetter(t.th, t.msg.Data(), res)); err != nil {
 			w.recordFailed(t, job, &recordError{kind: kindDeadLetter, err: err})
 			return nil
 		}
 	}
-	m, err := w.resultMsg(res)
+	m, err := w.resultMsg(t.th, res)
 	if err != nil {
 		w.recordFailed(t, job, &recordError{kind: kindResult, err: err})
 		return nil
@@ -93,6 +96,7 @@ func (w *Worker) finish(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 
 // recordFailed hands back a job whose record JetStream did not confirm.
 func (w *Worker) recordFailed(t *task, job Job, err *recordError) {
+	t.traceLeft("nak", 0, err)
 	w.cfg.Metrics.PublishFailed(err.kind)
 	w.publishFailed(t, job, err)
 }
@@ -129,6 +133,7 @@ func (w *Worker) acked(t *task, job Job, d Decision, res Result) {
 	if res.Error != "" {
 		ev = ev.Str("error", res.Error)
 	}
+	t.traceFinished(res)
 	ev.Msg("job finished")
 }
 
@@ -154,6 +159,9 @@ func (w *Worker) result(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 	if t.archivedAt != "" {
 		res.Archived, res.ArchivedAt = true, t.archivedAt
 	}
+	if t.tc.HasTraceID() {
+		res.TraceID = t.tc.TraceID().String()
+	}
 	var apiErr *tallyfy.APIError
 	if errors.As(cause, &apiErr) {
 		res.TallyfyRequestID = apiErr.RequestID
@@ -165,15 +173,16 @@ func (w *Worker) result(t *task, job Job, d Decision, resp *tallyfy.Response, ca
 }
 
 // record publishes the dead letter, then the result event, both confirmed,
-// for the sweeper. Its error says which of the two JetStream did not
-// confirm.
+// for the sweeper; both carry the trace context ctx carries. Its error says
+// which of the two JetStream did not confirm.
 func (w *Worker) record(ctx context.Context, res Result, data []byte) *recordError {
+	th := traceHeadersOf(ctx)
 	if res.Outcome == OutcomeDeadLettered {
-		if err := w.publish(ctx, w.deadLetter(data, res)); err != nil {
+		if err := w.publish(ctx, w.deadLetter(th, data, res)); err != nil {
 			return &recordError{kind: kindDeadLetter, err: err}
 		}
 	}
-	m, err := w.resultMsg(res)
+	m, err := w.resultMsg(th, res)
 	if err != nil {
 		return &recordError{kind: kindResult, err: err}
 	}
@@ -183,9 +192,10 @@ func (w *Worker) record(ctx context.Context, res Result, data []byte) *recordErr
 	return nil
 }
 
-// resultMsg is the result event of res, on <results subject>.<outcome>;
-// its message ID is the job's, so that a redelivery's event is a duplicate.
-func (w *Worker) resultMsg(res Result) (*nats.Msg, error) {
+// resultMsg is the result event of res, on <results subject>.<outcome>,
+// with the job's trace context th; its message ID is the job's, so that a
+// redelivery's event is a duplicate.
+func (w *Worker) resultMsg(th traceHeaders, res Result) (*nats.Msg, error) {
 	body, err := json.Marshal(res)
 	if err != nil {
 		return nil, err
@@ -193,6 +203,7 @@ func (w *Worker) resultMsg(res Result) (*nats.Msg, error) {
 	m := nats.NewMsg(w.cfg.ResultsSubject + "." + string(res.Outcome))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, "result-"+strconv.FormatUint(res.JobSeq, 10))
+	th.set(m.Header)
 	return m, nil
 }
 
@@ -220,8 +231,9 @@ func (e *recordError) Error() string {
 func (e *recordError) Unwrap() error { return e.err }
 
 // deadLetter builds the dead letter: the job's bytes, unchanged, so that a
-// replay is a re-publish, and the reason in headers.
-func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
+// replay is a re-publish, and the reason in headers, with the job's trace
+// context th (which a replay carries on).
+func (w *Worker) deadLetter(th traceHeaders, data []byte, res Result) *nats.Msg {
 	m := nats.NewMsg(w.cfg.DLQSubject + "." + string(res.Reason))
 	m.Data = data
 	h := m.Header
@@ -248,6 +260,7 @@ func (w *Worker) deadLetter(data []byte, res Result) *nats.Msg {
 		h.Set(HeaderRunID, res.RunID)
 	}
 	h.Set(HeaderWorker, tallyfy.OneLine(w.cfg.WorkerID, 256))
+	th.set(h)
 	return m
 }
 
@@ -297,6 +310,7 @@ func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
 		ev = ev.Int("status", d.Status)
 	}
 	ev.Msg("API call failed; retrying later")
+	t.traceLeft("retry", d.Status, cause)
 	if err := t.msg.NakWithDelay(d.Delay); err != nil {
 		w.jobLog(w.log.Error(), t, job).Err(err).Msg("nak failed; the job returns after the ack wait")
 	}
@@ -310,6 +324,7 @@ func (w *Worker) retry(t *task, job Job, d Decision, cause error) {
 // copy's own retries back off as usual.
 func (w *Worker) retryArchived(t *task, job Job, cause error) {
 	ev := w.jobLog(w.log.Warn(), t, job).Err(cause).Str("archived_at", t.archivedAt)
+	t.traceLeft("retry", 0, cause)
 	ev.Str("as", w.returnOrNak(t, job)).Msg("archived the run, but deleting it failed; retrying now")
 }
 
@@ -317,6 +332,7 @@ func (w *Worker) retryArchived(t *task, job Job, cause error) {
 // worker takes it now rather than after the ack wait.
 func (w *Worker) giveBack(t *task, job Job) {
 	ev := w.jobLog(w.log.Info(), t, job).Str("as", w.returnOrNak(t, job))
+	t.traceLeft("give_back", 0, nil)
 	ev.Msg("shutting down: job handed back")
 	w.cfg.Metrics.HandedBack(handedBackShutdown)
 }
@@ -335,6 +351,7 @@ func (w *Worker) handBack(t *task, job Job, cause error) {
 	if cause != nil {
 		ev = ev.AnErr("cause", cause)
 	}
+	t.traceLeft("hand_back", 0, nil)
 	w.jobLog(ev, t, job).Str("reason", why).Msg("this worker cannot call Tallyfy: job handed back to the pool")
 	w.cfg.Metrics.HandedBack(handedBackUnable)
 }
@@ -415,6 +432,14 @@ func (w *Worker) jobLog(ev *zerolog.Event, t *task, job Job) *zerolog.Event {
 	}
 	if job.RequestID != "" {
 		ev = ev.Str("request_id", job.RequestID)
+	}
+	if t.tc.HasTraceID() {
+		id := t.tc.TraceID()
+		ev = ev.Hex("trace_id", id[:])
+		if t.span != nil {
+			sid := t.tc.SpanID()
+			ev = ev.Hex("span_id", sid[:])
+		}
 	}
 	return ev.Uint64("job_seq", t.seq).
 		Int("attempt", t.attempts()).

@@ -10,13 +10,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
 
 // task is one message in the worker's hands.
 type task struct {
-	// hard is cancelled when shutdown's grace period is over.
+	// hard is cancelled when shutdown's grace period is over. Once the job
+	// is decoded it carries the job's trace context too (see beginTrace).
 	hard context.Context
 	msg  jetstream.Msg
 	meta *jetstream.MsgMetadata
@@ -34,6 +36,12 @@ type task struct {
 	archivedHere bool
 	start        time.Time
 	lastTouch    atomic.Int64 // unix nanos of the last ack-wait reset
+	// tc is the trace context carried on for the job: its span's, or the
+	// one its headers hold; invalid when it has neither.
+	tc trace.SpanContext
+	th traceHeaders // tc as headers
+	// span is the job's span; nil without a tracer.
+	span trace.Span
 }
 
 // take puts a pulled message in the worker's hands: from now on its ack
@@ -57,8 +65,9 @@ func (w *Worker) take(hard context.Context, msg jetstream.Msg) *task {
 // waits for its result event's confirmation is returned, to be confirmed
 // (see confirm); nil means the job is done with.
 func (w *Worker) handle(stopping context.Context, t *task) *pending {
+	job, err := DecodeJob(t.msg.Data(), w.cfg.DefaultOrg)
+	w.beginTrace(t, job)
 	hard, msg, meta := t.hard, t.msg, t.meta
-	job, err := DecodeJob(msg.Data(), w.cfg.DefaultOrg)
 	if stopping.Err() != nil {
 		// Pulled as shutdown began: another worker takes it now.
 		w.giveBack(t, job)

@@ -32,7 +32,10 @@ type env struct {
 	mu      sync.Mutex
 	changed chan struct{}
 	results []worker.Result
-	dlq     []jetstream.Msg
+	// resultMsgs are the result events as messages, headers and all, in
+	// the order of results.
+	resultMsgs []jetstream.Msg
+	dlq        []jetstream.Msg
 }
 
 func newEnv(t testing.TB) *env {
@@ -174,6 +177,7 @@ func (e *env) follow() {
 					e.t.Errorf("result is not JSON: %q", m.Data())
 				}
 				e.results = append(e.results, r)
+				e.resultMsgs = append(e.resultMsgs, m)
 			}
 			close(e.changed)
 			e.changed = make(chan struct{})
@@ -231,6 +235,21 @@ func (e *env) result(seq uint64, within time.Duration) worker.Result {
 			e.t.Fatalf("no result event for job %d within %s", seq, within)
 		}
 	}
+}
+
+// resultMsg is the message of job seq's result event, which must have
+// been read already (see result).
+func (e *env) resultMsg(seq uint64) jetstream.Msg {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, r := range e.results {
+		if r.JobSeq == seq {
+			return e.resultMsgs[i]
+		}
+	}
+	e.t.Fatalf("no result event for job %d", seq)
+	return nil
 }
 
 // waitResults waits until n result events have been read.

@@ -133,6 +133,7 @@ func benignFetchError(err error) bool {
 
 // release lets go of a job done with: handed back, or acked.
 func (w *Worker) release(t *task) {
+	t.endTrace()
 	w.tracked.Delete(t)
 	w.inflight.Add(-1)
 	w.cfg.Metrics.JobEnded()

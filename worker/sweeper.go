@@ -10,6 +10,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
@@ -126,6 +129,15 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 	}
 	job, _ := DecodeJob(raw.Data, w.cfg.DefaultOrg)
 	jobSeq, prior := identity(raw.Header, seq)
+	// The dead letter and result event carry the job's trace context on.
+	ctx = withTraceOf(ctx, raw.Header)
+	var span trace.Span
+	if w.tracer != nil {
+		attrs := appendJobAttrs([]attribute.KeyValue{attrJobSeq.Int64(int64(jobSeq))}, job)
+		ctx, span = w.tracer.Start(ctx, "sweep "+w.cfg.JobsSubject, trace.WithAttributes(attrs...))
+		defer span.End()
+	}
+	tc := trace.SpanContextFromContext(ctx)
 	res := Result{
 		OrgID:     job.OrgID,
 		RunID:     job.RunID,
@@ -138,6 +150,14 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 		Worker:    w.cfg.WorkerID,
 		At:        time.Now().UTC(),
 	}
+	if tc.HasTraceID() {
+		res.TraceID = tc.TraceID().String()
+	}
+	if span != nil {
+		span.SetAttributes(attrOutcome.String(string(res.Outcome)), attrReason.String(string(res.Reason)),
+			attrAttempt.Int(res.Attempts))
+		span.SetStatus(codes.Error, string(res.Reason))
+	}
 	if err := w.record(ctx, res, raw.Data); err != nil {
 		w.cfg.Metrics.PublishFailed(kindDeadLetter)
 		w.log.Error().Err(err).Uint64("job_seq", seq).Msg("sweeper: could not record the stranded job; it stays in the stream")
@@ -148,7 +168,7 @@ func (w *Worker) sweepOne(seq uint64, deliveries int) {
 	}
 	w.cfg.Metrics.JobFinished(res.Outcome, res.Reason, time.Since(raw.Time))
 	ev := w.log.Warn()
-	for k, v := range map[string]string{"org_id": res.OrgID, "run_id": res.RunID, "request_id": res.RequestID} {
+	for k, v := range map[string]string{"org_id": res.OrgID, "run_id": res.RunID, "request_id": res.RequestID, "trace_id": res.TraceID} {
 		if v != "" {
 			ev = ev.Str(k, v)
 		}

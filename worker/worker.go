@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
@@ -64,6 +65,9 @@ type Worker struct {
 	gate     gate
 	limiter  *limiter
 	ab       ability
+	// tracer makes the spans; nil without Config.TracerProvider.
+	tracer      trace.Tracer
+	jobSpanName string
 
 	allowAll bool
 	allowed  map[string]bool
@@ -117,6 +121,9 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 		allowed: map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		tracer:  tracerOf(cfg.TracerProvider),
+		// OpenTelemetry's name for a consumer's span: what it does, and where from.
+		jobSpanName: "process " + cfg.JobsSubject,
 	}
 	w.creds, _ = api.(CredentialsChecker)
 	w.ab = ability{log: cfg.Logger, metrics: cfg.Metrics, changed: func() { w.gate.changed(); w.signal() }}

@@ -74,7 +74,7 @@ func hermeticEnviron() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "NATS_") || strings.HasPrefix(k, "TALLYFY_") || strings.HasPrefix(k, "DELETER_") || strings.HasPrefix(k, "LOG_") {
+		if strings.HasPrefix(k, "NATS_") || strings.HasPrefix(k, "TALLYFY_") || strings.HasPrefix(k, "DELETER_") || strings.HasPrefix(k, "LOG_") || strings.HasPrefix(k, "OTEL_") {
 			continue
 		}
 		out = append(out, kv)

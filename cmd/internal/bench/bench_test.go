@@ -52,6 +52,41 @@ func TestBenchRunAndReport(t *testing.T) {
 	})
 }
 
+// TestBenchTrace runs a tiny bench with Trace: a third loop, the worker
+// exporting its spans to the bench's OTLP sink, compared with the two
+// others in the same round.
+func TestBenchTrace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three child processes against embedded servers")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rows, err := Run(ctx, Options{Jobs: 200, Concurrency: []int{4}, Latencies: []time.Duration{0}, Repeat: 1, Trace: true}, &progress)
+	if err != nil {
+		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
+	}
+	if len(rows) != 3 || rows[0].Loop != LoopBare || rows[1].Loop != LoopWorker || rows[2].Loop != LoopWorkerTraced {
+		t.Fatalf("rows %+v, want bare, worker, worker+trace", rows)
+	}
+	checkRows(t, rows[:2])
+	tr := rows[2]
+	// A job span and a request span are a few hundred bytes of protobuf.
+	if tr.OTLPBytesPerJob < 100 || tr.VsUntraced <= 0 || tr.CPUVsUntraced <= 0 || tr.WorkerVsBare <= 0 || tr.JobsPerSec <= 0 {
+		t.Errorf("worker+trace row: numbers that make no sense: %+v", tr)
+	}
+	if rows[1].OTLPBytesPerJob != 0 {
+		t.Errorf("the untraced worker exported %v bytes per job", rows[1].OTLPBytesPerJob)
+	}
+	var out bytes.Buffer
+	WriteTable(&out, rows, false)
+	for _, want := range []string{"worker+trace  ", "tracing: latency 0s, concurrency 4: worker+trace at"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func checkRows(t *testing.T, rows []Row) {
 	for _, r := range rows {
 		if r.Jobs != 200 || r.Concurrency != 4 || r.APILatency != "0s" || r.Runs != 1 {
@@ -142,6 +177,7 @@ func TestBenchRunRefusesOptions(t *testing.T) {
 		{"negative latency", func(o *Options) { o.Latencies = []time.Duration{-time.Millisecond} }, "Latencies"},
 		{"memory without backlogs", func(o *Options) { o.Memory = true }, "MemoryJobs"},
 		{"memory backlog zero", func(o *Options) { o.Memory, o.MemoryJobs = true, []int{0} }, "MemoryJobs"},
+		{"memory with trace", func(o *Options) { o.Memory, o.MemoryJobs, o.Trace = true, []int{10}, true }, "Trace"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -97,6 +97,8 @@ type childArgs struct {
 	token           string
 	concurrency     int
 	cpuProfile      string
+	// trace: the worker exports spans, as the OTEL_* environment says.
+	trace bool
 }
 
 func parseChildArgs(args []string, stderr io.Writer) (childArgs, bool) {
@@ -108,6 +110,7 @@ func parseChildArgs(args []string, stderr io.Writer) (childArgs, bool) {
 	fs.StringVar(&a.apiURL, "api-url", "", "")
 	fs.IntVar(&a.concurrency, "concurrency", 1, "")
 	fs.StringVar(&a.cpuProfile, "cpuprofile", "", "")
+	fs.BoolVar(&a.trace, "trace", false, "")
 	if err := fs.Parse(args); err != nil {
 		return a, false
 	}
@@ -136,7 +139,7 @@ func (a childArgs) run(ctx context.Context, version string) (int64, error) {
 	}
 	switch a.loop {
 	case LoopWorker:
-		return 0, workerChild(ctx, version, a.natsURL, a.apiURL, a.token, a.concurrency)
+		return 0, workerChild(ctx, version, a)
 	case LoopBare:
 		return bareLoop(ctx, a.natsURL, a.apiURL, a.token, a.concurrency)
 	}
@@ -166,14 +169,16 @@ func statsSince(before *runtime.MemStats, jobs int64) (childStats, error) {
 // until ctx is cancelled, as the run subcommand does. Its JSON logs at info
 // level go nowhere (but for errors, kept to say why it failed), and it has
 // no HTTP listener: nothing scrapes it. Only the concurrency and what
-// points it at the bench's servers are set.
-func workerChild(ctx context.Context, version, natsURL, apiURL, token string, c int) error {
+// points it at the bench's servers are set. With a.trace it sets tracing up
+// as the OTEL_* variables the parent gave it say (SetupTracing, which run
+// calls too) and flushes the spans before it reports.
+func workerChild(ctx context.Context, version string, a childArgs) error {
 	env := map[string]string{
-		"NATS_URL":             natsURL,
-		"TALLYFY_API_URL":      apiURL,
-		"TALLYFY_ACCESS_TOKEN": token,
+		"NATS_URL":             a.natsURL,
+		"TALLYFY_API_URL":      a.apiURL,
+		"TALLYFY_ACCESS_TOKEN": a.token,
 		"TALLYFY_ORG_ID":       org,
-		"DELETER_CONCURRENCY":  strconv.Itoa(c),
+		"DELETER_CONCURRENCY":  strconv.Itoa(a.concurrency),
 		"DELETER_WORKER_ID":    "bench-worker",
 		"DELETER_HTTP_ADDR":    "off",
 		"LOG_LEVEL":            "info",
@@ -187,6 +192,14 @@ func workerChild(ctx context.Context, version, natsURL, apiURL, token string, c 
 	}
 	errs := &errorLines{}
 	log := cli.NewLogger(errs, cfg.LogLevel, cfg.LogFormat, cfg.WorkerName())
+	if a.trace {
+		tp, shutdown, err := service.SetupTracing(ctx, "tallyfy-deleter", version, &log)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = shutdown(context.WithoutCancel(ctx)) }()
+		cfg.Worker.TracerProvider = tp
+	}
 	if code := service.Run(ctx, cfg, version, log); code != 0 {
 		return fmt.Errorf("run exited %d: %s", code, errs.String())
 	}

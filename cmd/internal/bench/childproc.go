@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,15 +29,28 @@ type childProc struct {
 }
 
 func (b *bencher) startChild(loop Loop, c int) (*childProc, error) {
-	args := []string{"bench", "--child", string(loop), "--nats-url", b.srv.URL(), "--api-url", b.api.URL(),
+	child := loop
+	if loop == LoopWorkerTraced {
+		child = LoopWorker
+	}
+	args := []string{"bench", "--child", string(child), "--nats-url", b.srv.URL(), "--api-url", b.api.URL(),
 		"--concurrency", strconv.Itoa(c)}
 	if b.profileDir != "" {
-		name := fmt.Sprintf("run%02d-%s-c%d.pprof", b.runs, loop, c)
+		name := fmt.Sprintf("run%02d-%s-c%d.pprof", b.runs, strings.ReplaceAll(string(loop), "+", "-"), c)
 		args = append(args, "--cpuprofile", filepath.Join(b.profileDir, name))
+	}
+	// The OpenTelemetry SDK reads its settings from the environment: the
+	// shell's must not change what is measured, and only the traced child
+	// exports, to the bench's sink.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "OTEL_") })
+	env = append(env, tokenEnv+"="+b.api.Token())
+	if loop == LoopWorkerTraced {
+		args = append(args, "--trace")
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+b.sink.url)
 	}
 	p := &childProc{exited: make(chan error, 1)}
 	p.cmd = exec.Command(b.exe, args...)
-	p.cmd.Env = append(os.Environ(), tokenEnv+"="+b.api.Token())
+	p.cmd.Env = env
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = &p.stderr
 	var err error

@@ -46,6 +46,10 @@ type Options struct {
 	// Repeat is how many times each setting is measured; the rows are the
 	// medians.
 	Repeat int
+	// Trace adds a third loop to each round, the worker with tracing on
+	// (LoopWorkerTraced), and gives every job a traceparent and a
+	// tracestate. Not with Memory.
+	Trace bool
 }
 
 func (o Options) check() error {
@@ -58,6 +62,8 @@ func (o Options) check() error {
 		return errors.New("bench: no Concurrency or no Latencies to measure")
 	case o.Memory && len(o.MemoryJobs) == 0:
 		return errors.New("bench: Memory without MemoryJobs")
+	case o.Memory && o.Trace:
+		return errors.New("bench: Memory and Trace do not go together: Memory runs the worker alone")
 	case slices.Min(o.Concurrency) < 1:
 		return fmt.Errorf("bench: Concurrency %v: each must be at least 1", o.Concurrency)
 	case slices.Min(o.Latencies) < 0:
@@ -81,6 +87,9 @@ type bencher struct {
 	// runs numbers the runs, so each publishes run IDs of its own.
 	runs       int
 	profileDir string
+	// sink receives the traced worker's spans; nil without Options.Trace,
+	// when the jobs carry no trace context either.
+	sink *otlpSink
 }
 
 // Run measures every setting on one pair of servers, writing its progress
@@ -124,41 +133,52 @@ func Run(ctx context.Context, opts Options, stderr io.Writer) ([]Row, error) {
 	}
 	b := &bencher{exe: exe, srv: srv, api: api, nc: nc, js: js, stderr: stderr, profileDir: opts.ProfileDir,
 		cfg: worker.Config{DefaultOrg: org}}
+	if opts.Trace {
+		if b.sink, err = startOTLPSink(); err != nil {
+			return nil, fmt.Errorf("starting the OTLP sink: %w", err)
+		}
+		defer b.sink.close(context.WithoutCancel(ctx))
+	}
 	if opts.Memory {
 		return b.memory(ctx, opts)
 	}
 	return b.compare(ctx, opts)
 }
 
-// compare runs both loops at every setting, opts.Repeat times each.
+// compare runs both loops (all three with opts.Trace) at every setting,
+// opts.Repeat times each.
 func (b *bencher) compare(ctx context.Context, opts Options) ([]Row, error) {
+	loops := []Loop{LoopBare, LoopWorker}
+	if opts.Trace {
+		loops = append(loops, LoopWorkerTraced)
+	}
 	var rows []Row
 	for _, lat := range opts.Latencies {
 		b.api.SetLatency(lat)
 		for _, c := range opts.Concurrency {
 			// Alternating the loops, and which goes first, spreads what the
-			// rest of the machine does over both.
-			var bares, workers []Row
+			// rest of the machine does over them all.
+			byLoop := map[Loop][]Row{}
 			for i := range opts.Repeat {
-				order := []Loop{LoopBare, LoopWorker}
-				if i%2 == 1 {
-					order = []Loop{LoopWorker, LoopBare}
-				}
-				for _, loop := range order {
+				for j := range loops {
+					loop := loops[(i+j)%len(loops)]
 					r, err := b.run(ctx, loop, lat, c, opts.Jobs)
 					if err != nil {
 						return rows, err
 					}
-					if loop == LoopBare {
-						bares = append(bares, r)
-					} else {
-						workers = append(workers, r)
-					}
+					byLoop[loop] = append(byLoop[loop], r)
 				}
 			}
+			bares, workers := byLoop[LoopBare], byLoop[LoopWorker]
 			bare, w := medianRow(bares), medianRow(workers)
 			w.WorkerVsBare, w.CPUVsBare = pairedRatios(bares, workers)
 			rows = append(rows, bare, w)
+			if traced := byLoop[LoopWorkerTraced]; len(traced) > 0 {
+				tr := medianRow(traced)
+				tr.WorkerVsBare, tr.CPUVsBare = pairedRatios(bares, traced)
+				tr.VsUntraced, tr.CPUVsUntraced = pairedRatios(workers, traced)
+				rows = append(rows, tr)
+			}
 		}
 	}
 	return rows, nil
@@ -259,6 +279,10 @@ func (b *bencher) measure(ctx context.Context, row *Row, what string) (childRepo
 		return childReport{}, time.Time{}, err
 	}
 	ownBefore := b.nc.Stats()
+	var otlpReqs, otlpBytes int64
+	if b.sink != nil {
+		otlpReqs, otlpBytes = b.sink.counts()
+	}
 	busyBefore, selfBefore, began := machineBusy(), selfCPU(), time.Now()
 	child, err := b.startChild(row.Loop, row.Concurrency)
 	if err != nil {
@@ -284,6 +308,14 @@ func (b *bencher) measure(ctx context.Context, row *Row, what string) (childRepo
 	out := varzAfter.OutMsgs - varzBefore.OutMsgs - int64(ownAfter.InMsgs-ownBefore.InMsgs)
 	row.NATSInPerJob = float64(in) / float64(n)
 	row.NATSOutPerJob = float64(out) / float64(n)
+	if row.Loop == LoopWorkerTraced {
+		// The child flushed its last spans as it shut down, before exiting.
+		reqs, bytes := b.sink.counts()
+		if reqs == otlpReqs {
+			return childReport{}, time.Time{}, errors.New("the traced worker exported no spans")
+		}
+		row.OTLPBytesPerJob = float64(bytes-otlpBytes) / float64(n)
+	}
 	stopWatch()
 	watch.Wait()
 	select {
@@ -385,6 +417,7 @@ func medianRow(rs []Row) Row {
 		func(r *Row) *float64 { return &r.NATSOutPerJob },
 		func(r *Row) *float64 { return &r.OtherCPU },
 		func(r *Row) *float64 { return &r.OfIdeal },
+		func(r *Row) *float64 { return &r.OTLPBytesPerJob },
 	} {
 		vs := make([]float64, len(rs))
 		for i := range rs {

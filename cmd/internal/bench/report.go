@@ -13,6 +13,10 @@ type Loop string
 const (
 	LoopWorker Loop = "worker"
 	LoopBare   Loop = "bare"
+	// LoopWorkerTraced is the worker with tracing on: a span per job and
+	// per request, exported over OTLP/HTTP to a sink in the bench process
+	// that discards them (Options.Trace).
+	LoopWorkerTraced Loop = "worker+trace"
 )
 
 // Row is one line of the table and one object of the JSON array.
@@ -53,6 +57,15 @@ type Row struct {
 	// RSSVsSmallest is peak RSS over that of the smallest backlog; Memory
 	// only.
 	RSSVsSmallest float64 `json:"rss_vs_smallest_backlog,omitempty"`
+	// VsUntraced is the traced worker's jobs/s over the untraced worker's
+	// in the same round, and CPUVsUntraced its CPU per job over the
+	// untraced worker's, each the median over the rounds; on worker+trace
+	// rows only.
+	VsUntraced    float64 `json:"traced_worker_ratio,omitempty"`
+	CPUVsUntraced float64 `json:"traced_cpu_ratio,omitempty"`
+	// OTLPBytesPerJob is what the traced worker exported per job, in
+	// OTLP/HTTP request bodies (protobuf); worker+trace rows only.
+	OTLPBytesPerJob float64 `json:"otlp_bytes_per_job,omitempty"`
 
 	latency time.Duration
 }
@@ -103,6 +116,13 @@ other load: CPU (in cores) the rest of the machine used during the run; above a 
 bare: the same confirmations as the worker (pull, DELETE, publish the result and wait for its
   ack, double-ack the job) with no validation, breaker, logging or metrics.
 `)
+	if hasLoop(rows, LoopWorkerTraced) {
+		fmt.Fprint(w, `worker+trace: the worker with a span per job and per request, exported over OTLP/HTTP (the
+  SDK's batches) to a sink in the bench process that discards them. With --trace every job
+  carries a traceparent and a tracestate, for every loop: the worker row then also pays for
+  carrying them on.
+`)
+	}
 	if len(rows) > 0 && rows[0].Runs > 1 {
 		fmt.Fprintf(w, "Each row is the median of %d rounds, the loops alternating, each going first in turn;\n"+
 			"worker/bare and the CPU ratio below are medians of each round's pair.\n", rows[0].Runs)
@@ -121,6 +141,11 @@ bare: the same confirmations as the worker (pull, DELETE, publish the result and
 	for _, r := range rows {
 		if r.Loop == LoopBare {
 			bare = r
+			continue
+		}
+		if r.Loop == LoopWorkerTraced {
+			fmt.Fprintf(w, "tracing: latency %s, concurrency %d: worker+trace at %.2f of the worker's jobs/s, with %.2f times its CPU per job (%.0f bytes of OTLP per job); worker+trace/bare %.2f\n",
+				r.APILatency, r.Concurrency, r.VsUntraced, r.CPUVsUntraced, r.OTLPBytesPerJob, r.WorkerVsBare)
 			continue
 		}
 		switch {
@@ -146,6 +171,15 @@ const (
 	maxCPU        = 1.2
 	minOfIdeal    = 0.97
 )
+
+func hasLoop(rows []Row, l Loop) bool {
+	for _, r := range rows {
+		if r.Loop == l {
+			return true
+		}
+	}
+	return false
+}
 
 func verdict(ok bool) string {
 	if ok {

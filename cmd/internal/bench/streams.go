@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
@@ -28,14 +30,20 @@ func (b *bencher) resetStreams(ctx context.Context) error {
 }
 
 // publishJobs publishes n jobs naming runs of their own, and adds those runs
-// to the fake, archived.
+// to the fake, archived. With the sink (Options.Trace) each job carries a
+// traceparent of its own and a tracestate, as a traced publisher's would.
 func (b *bencher) publishJobs(ctx context.Context, n int) error {
 	subject := b.cfg.ConsumerConfig().FilterSubject
 	runs := make([]string, n)
 	for i := range n {
 		runs[i] = fmt.Sprintf("b%d-%d", b.runs, i)
-		body := fmt.Appendf(nil, `{"org_id":%q,"run_id":%q,"request_id":"bench-%d"}`, org, runs[i], i)
-		if _, err := b.js.PublishAsync(subject, body); err != nil {
+		m := nats.NewMsg(subject)
+		m.Data = fmt.Appendf(nil, `{"org_id":%q,"run_id":%q,"request_id":"bench-%d"}`, org, runs[i], i)
+		if b.sink != nil {
+			m.Header.Set(worker.HeaderTraceparent, fmt.Sprintf("00-%016x%016x-%016x-01", b.runs, i+1, i+1))
+			m.Header.Set(worker.HeaderTracestate, "bench=run"+strconv.Itoa(b.runs))
+		}
+		if _, err := b.js.PublishMsgAsync(m); err != nil {
 			return fmt.Errorf("publishing job %d: %w", i, err)
 		}
 	}

@@ -80,8 +80,9 @@ type ReplayResult struct {
 }
 
 // Replay publishes each letter's body, unchanged, to the jobs subject
-// (Nats-Msg-Id: replay-<seq>), and deletes the dead letter once the jobs
-// stream has confirmed it. letters are as ScanDeadLetters returns them;
+// (Nats-Msg-Id: replay-<seq>, and the letter's W3C trace context, if it
+// carries a valid one, as traceparent and tracestate), and deletes the
+// dead letter once the jobs stream has confirmed it. letters are as ScanDeadLetters returns them;
 // for a dry run, scan and do not replay. When ctx is cancelled it starts
 // no more replays, and finishes those begun: a replay is two short calls,
 // and stopping between them would leave a job published twice.
@@ -146,6 +147,8 @@ func (r *replayRun) replay(d *DeadLetter) {
 	if r.archiveFirst {
 		m.Header.Set(worker.HeaderArchiveFirst, "true")
 	}
+	// The replayed job stays in the trace of the job it replays.
+	worker.CopyTraceContext(m.Header, nats.Header(d.Headers))
 	ctx, cancel := context.WithTimeout(context.Background(), cli.ToolTimeout)
 	defer cancel()
 	ack, err := r.jobs.js.PublishMsg(ctx, m, jetstream.WithExpectStream(r.jobs.stream))
