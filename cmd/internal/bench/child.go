@@ -97,8 +97,6 @@ type childArgs struct {
 	token           string
 	concurrency     int
 	cpuProfile      string
-	// trace: the worker exports spans, as the OTEL_* environment says.
-	trace bool
 }
 
 func parseChildArgs(args []string, stderr io.Writer) (childArgs, bool) {
@@ -110,7 +108,6 @@ func parseChildArgs(args []string, stderr io.Writer) (childArgs, bool) {
 	fs.StringVar(&a.apiURL, "api-url", "", "")
 	fs.IntVar(&a.concurrency, "concurrency", 1, "")
 	fs.StringVar(&a.cpuProfile, "cpuprofile", "", "")
-	fs.BoolVar(&a.trace, "trace", false, "")
 	if err := fs.Parse(args); err != nil {
 		return a, false
 	}
@@ -169,9 +166,8 @@ func statsSince(before *runtime.MemStats, jobs int64) (childStats, error) {
 // until ctx is cancelled, as the run subcommand does. Its JSON logs at info
 // level go nowhere (but for errors, kept to say why it failed), and it has
 // no HTTP listener: nothing scrapes it. Only the concurrency and what
-// points it at the bench's servers are set. With a.trace it sets tracing up
-// as the OTEL_* variables the parent gave it say (SetupTracing, which run
-// calls too) and flushes the spans before it reports.
+// points it at the bench's servers are set; the OTEL_* environment the
+// parent gave it turns tracing on or leaves it off, as for run.
 func workerChild(ctx context.Context, version string, a childArgs) error {
 	env := map[string]string{
 		"NATS_URL":             a.natsURL,
@@ -192,14 +188,6 @@ func workerChild(ctx context.Context, version string, a childArgs) error {
 	}
 	errs := &errorLines{}
 	log := cli.NewLogger(errs, cfg.LogLevel, cfg.LogFormat, cfg.WorkerName())
-	if a.trace {
-		tp, shutdown, err := service.SetupTracing(ctx, "tallyfy-deleter", version, &log)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = shutdown(context.WithoutCancel(ctx)) }()
-		cfg.Worker.TracerProvider = tp
-	}
 	if code := service.Run(ctx, cfg, version, log); code != 0 {
 		return fmt.Errorf("run exited %d: %s", code, errs.String())
 	}

@@ -45,7 +45,6 @@ func (b *bencher) startChild(loop Loop, c int) (*childProc, error) {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "OTEL_") })
 	env = append(env, tokenEnv+"="+b.api.Token())
 	if loop == LoopWorkerTraced {
-		args = append(args, "--trace")
 		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+b.sink.url)
 	}
 	p := &childProc{exited: make(chan error, 1)}

@@ -29,21 +29,19 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 		log.Error().Err(err).Msg("refusing to start")
 		return 2
 	}
-	if cfg.Worker.TracerProvider == nil { // the bench's traced child brings its own
-		tp, stopTracing, err := SetupTracing(ctx, "tallyfy-deleter", version, &log)
-		if err != nil {
-			log.Error().Err(err).Msg("refusing to start")
-			return 2
-		}
-		// On a context the signal did not cancel: the last spans are
-		// flushed within TracingShutdownTimeout.
-		defer func() {
-			if err := stopTracing(context.WithoutCancel(ctx)); err != nil {
-				log.Warn().Err(err).Msg("tracing: the last spans were not all exported")
-			}
-		}()
-		cfg.Worker.TracerProvider = tp
+	tp, stopTracing, err := SetupTracing(ctx, "tallyfy-deleter", version, &log)
+	if err != nil {
+		log.Error().Err(err).Msg("refusing to start")
+		return 2
 	}
+	// On a context the signal did not cancel: the last spans are flushed
+	// within TracingShutdownTimeout.
+	defer func() {
+		if err := stopTracing(context.WithoutCancel(ctx)); err != nil {
+			log.Warn().Err(err).Msg("tracing: the last spans were not all exported")
+		}
+	}()
+	cfg.Worker.TracerProvider = tp
 	nc, err := cli.ConnectNATS(&cfg.NATS, "tallyfy-deleter "+cfg.WorkerName(), &log)
 	if err != nil {
 		log.Error().Err(err).Str("nats_url", cli.RedactURLs(cfg.NATS.Servers())).Msg("cannot connect to NATS")
