@@ -381,7 +381,8 @@ func Sweep(ctx context.Context, api RunLister, opts SweepOptions) (SweepResult, 
 		return s.res, err
 	}
 	listErr := s.list(ctx)
-	if ctx.Err() != nil {
+	if listErr != nil && ctx.Err() != nil {
+		// Interrupted while listing. Interrupted after it, publish says so.
 		s.notPublished(0)
 		return s.res, listErr
 	}
