@@ -64,6 +64,7 @@ type NATS struct {
 // check (see NATS.Check), which Command and LoadRun run.
 func AddNATS(s *Set, n *NATS) {
 	n.url = s.Str(&n.URL, "NATS_URL", "nats-url", nats.DefaultURL, "NATS server URL; several, comma-separated, for a cluster")
+	n.url.urls = true
 	s.Str(&n.Context, "NATS_CONTEXT", "nats-context", "", "nats CLI context: a name in $XDG_CONFIG_HOME/nats/context, or a .json path; NATS_* settings given override its fields")
 	s.Str(&n.Creds, "NATS_CREDS", "nats-creds", "", "NATS credentials file (user JWT and seed)")
 	s.Str(&n.NKey, "NATS_NKEY", "nats-nkey", "", "file holding an NKey user seed")

@@ -21,6 +21,10 @@ import (
 type Setting struct {
 	env, flag, def, help string
 	secret               bool
+	// urls is a comma list of NATS URLs, whose scheme may be left out:
+	// redacted as such in the start-up log. Other values are redacted as
+	// URLs only when they have a scheme.
+	urls bool
 	// isBool flags may stand alone: --json means --json=true.
 	isBool bool
 	set    func(string) error
@@ -327,7 +331,7 @@ func (s *Set) Effective() map[string]string {
 			continue
 		case st.secret:
 			v = "[REDACTED]"
-		default:
+		case st.urls || strings.Contains(v, "://"):
 			v = cli.RedactURLs(v)
 		}
 		if st.from != "default" {

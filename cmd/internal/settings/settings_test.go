@@ -201,3 +201,21 @@ func TestArchiveFirstAndVerifyNotFound(t *testing.T) {
 		}
 	}
 }
+
+// TestEffectiveRedactsOnlyURLs: the start-up log hides passwords in NATS
+// URLs, with or without a scheme, and leaves other values that hold an @
+// as they are.
+func TestEffectiveRedactsOnlyURLs(t *testing.T) {
+	env := map[string]string{"TALLYFY_ACCESS_TOKEN": "tok", "TALLYFY_ORG_ID": "org1",
+		"DELETER_WORKER_ID": "worker@node-1", "NATS_URL": "u:s3cret@nats-0:4222"}
+	c, err := settings.LoadRun(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Effective["DELETER_WORKER_ID"]; !strings.HasPrefix(got, "worker@node-1") {
+		t.Errorf("DELETER_WORKER_ID logged as %q, want worker@node-1", got)
+	}
+	if got := c.Effective["NATS_URL"]; strings.Contains(got, "s3cret") || !strings.Contains(got, "nats-0:4222") {
+		t.Errorf("NATS_URL logged as %q: want the host, not the password", got)
+	}
+}

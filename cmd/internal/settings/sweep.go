@@ -48,7 +48,7 @@ func (c *Sweep) Check() error {
 		RateBurst:   c.RateBurst,
 	}
 	if err := w.Validate(); err != nil {
-		errs = append(errs, errors.New(SweepSettings(&Sweep{}).Describe(err)))
+		errs = append(errs, errors.New(Describe(err)))
 	}
 	return errors.Join(errs...)
 }
