@@ -225,7 +225,7 @@ func demo(ctx context.Context, stdout, stderr io.Writer, verbose bool) error {
 func demoSweep(ctx context.Context, stdout io.Writer, js jetstream.JetStream, api *servers.FakeTallyfy, now time.Time, before int) (int, error) {
 	cutoff := now.Add(-demoRetention)
 	fmt.Fprintf(stdout, "\nsweeping %s for runs archived before %s (a retention of %s) ...\n",
-		demoSweepOrg, cutoff.Format(time.DateOnly), "365 days")
+		demoSweepOrg, cutoff.Format(time.DateOnly), fmt.Sprintf("%d days", demoRetention/(24*time.Hour)))
 	jobs, err := ops.OpenJobs(ctx, js, demoStreams)
 	if err != nil {
 		return 0, err

@@ -99,7 +99,7 @@ type SweepRetry struct {
 	// Backoff is the wait before the first retry, doubling up to
 	// MaxBackoff, each with jitter. Defaults 500ms and 8s.
 	Backoff, MaxBackoff time.Duration
-	// RateLimited is how many 429s in a row one page may get. Default 10.
+	// RateLimited is how many 429s one page may get. Default 10.
 	RateLimited int
 	// MaxRetryAfter caps the wait a 429's Retry-After asks for (1s when it
 	// asks for none). Default 30s.
@@ -472,7 +472,7 @@ func (s *sweepRun) fetch(ctx context.Context, q tallyfy.ListQuery) (*tallyfy.Run
 		switch {
 		case errors.Is(err, tallyfy.ErrRateLimited):
 			if limited++; limited >= s.retry.RateLimited {
-				return nil, fmt.Errorf("%w (rate limited %d times in a row)", err, limited)
+				return nil, fmt.Errorf("%w (rate limited %d times)", err, limited)
 			}
 			wait = retryAfter(err, s.retry.MaxRetryAfter)
 		case retryable(err):
