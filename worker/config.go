@@ -145,6 +145,26 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 }
 
+// allowedOrgs is AllowedOrgs, or DefaultOrg alone when it is not set.
+func (c Config) allowedOrgs() []string {
+	if c.AllowedOrgs == nil && c.DefaultOrg != "" {
+		return []string{c.DefaultOrg}
+	}
+	return c.AllowedOrgs
+}
+
+// Allows reports whether a job may name org: AllowedOrgs holds it or "*";
+// an AllowedOrgs that is not set (nil) holds DefaultOrg alone. The worker
+// refuses any other org (org_not_allowed); the sweep sweeps no other.
+func (c Config) Allows(org string) bool {
+	for _, o := range c.allowedOrgs() {
+		if o == "*" || o == org {
+			return true
+		}
+	}
+	return false
+}
+
 // withDefaults returns c with every zero value replaced by its default.
 func (c Config) withDefaults() Config {
 	str := func(p *string, d string) {
@@ -188,9 +208,7 @@ func (c Config) withDefaults() Config {
 	if len(c.Backoff) == 0 {
 		c.Backoff = append([]time.Duration(nil), DefaultBackoff...)
 	}
-	if c.AllowedOrgs == nil && c.DefaultOrg != "" {
-		c.AllowedOrgs = []string{c.DefaultOrg}
-	}
+	c.AllowedOrgs = c.allowedOrgs()
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = max(DefaultDuplicateWindow, c.RetryPath())
 	}

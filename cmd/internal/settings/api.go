@@ -53,21 +53,6 @@ func AddRate(s *Set, perSecond *float64, burst *int) {
 	s.NumIn(burst, "DELETER_RATE_BURST", "rate-burst", "", "burst of the rate limit, 1 to 100000 (default: one second's worth)", 1, 100000).For("RateBurst")
 }
 
-// AllowedOrg is the worker's allow-list rule: org is allowed when allowed
-// holds it or "*"; an allow-list that is not set (nil) holds defaultOrg
-// alone.
-func AllowedOrg(org, defaultOrg string, allowed []string) bool {
-	if allowed == nil && defaultOrg != "" {
-		allowed = []string{defaultOrg}
-	}
-	for _, o := range allowed {
-		if o == "*" || o == org {
-			return true
-		}
-	}
-	return false
-}
-
 // check wants a base URL the client takes and exactly one way to
 // authenticate, and builds the credentials option.
 func (a *API) check() []error {

@@ -149,8 +149,8 @@ func TestAllowedOrg(t *testing.T) {
 		{"org1", "", nil, false},
 	}
 	for _, tc := range tests {
-		if got := settings.AllowedOrg(tc.org, tc.defaultOrg, tc.allowed); got != tc.want {
-			t.Errorf("AllowedOrg(%q, %q, %q) = %v", tc.org, tc.defaultOrg, tc.allowed, got)
+		if got := (worker.Config{DefaultOrg: tc.defaultOrg, AllowedOrgs: tc.allowed}).Allows(tc.org); got != tc.want {
+			t.Errorf("Allows(%q) with default org %q, allowed %q = %v", tc.org, tc.defaultOrg, tc.allowed, got)
 		}
 	}
 }

@@ -54,5 +54,7 @@ func (c *Sweep) Check() error {
 }
 
 // Allowed reports whether TALLYFY_ALLOWED_ORGS allows org, by the worker's
-// rule (see AllowedOrg).
-func (c *Sweep) Allowed(org string) bool { return AllowedOrg(org, c.DefaultOrg, c.AllowedOrgs) }
+// rule (worker.Config.Allows).
+func (c *Sweep) Allowed(org string) bool {
+	return worker.Config{DefaultOrg: c.DefaultOrg, AllowedOrgs: c.AllowedOrgs}.Allows(org)
+}
