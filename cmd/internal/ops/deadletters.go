@@ -209,9 +209,12 @@ func (sc *scanner) bySubject(ctx, cctx context.Context, stream jetstream.Stream)
 		return fmt.Errorf("reading stream %s: %w", n.DLQStream, err)
 	}
 	defer it.Stop()
+	w := newWaiter(ctx, cons, it)
+	defer w.stop()
+	var seen uint64
 	for {
-		m, err := nextDeadLetter(ctx, cons, it)
-		if errors.Is(err, errNoMoreDeadLetters) {
+		m, err := w.next(seen)
+		if errors.Is(err, errScanEnd) {
 			return nil
 		}
 		if err != nil {
@@ -224,37 +227,12 @@ func (sc *scanner) bySubject(ctx, cctx context.Context, stream jetstream.Stream)
 		if meta.Sequence.Stream > last {
 			return nil
 		}
+		seen = meta.Sequence.Stream
 		if !sc.keep(newDeadLetter(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data(), meta.Timestamp, n.DLQSubject)) && res.More {
 			return nil
 		}
 		if meta.NumPending == 0 || meta.Sequence.Stream == last {
 			return nil
-		}
-	}
-}
-
-var errNoMoreDeadLetters = errors.New("no more dead letters")
-
-// nextDeadLetter waits for the next message of the scan. When none comes
-// for a while, it asks the server whether any is left: those counted at
-// the start may have been deleted since (by a replay running meanwhile).
-func nextDeadLetter(ctx context.Context, cons jetstream.Consumer, it jetstream.MessagesContext) (jetstream.Msg, error) {
-	deadline := time.Now().Add(cli.ToolTimeout)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		m, err := it.Next(jetstream.NextContext(cctx))
-		cancel()
-		if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || time.Now().After(deadline) {
-			return m, err
-		}
-		ictx, icancel := context.WithTimeout(ctx, cli.ToolTimeout)
-		info, err := cons.Info(ictx)
-		icancel()
-		if err != nil {
-			return nil, err
-		}
-		if info.NumPending == 0 {
-			return nil, errNoMoreDeadLetters
 		}
 	}
 }

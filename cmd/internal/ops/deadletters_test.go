@@ -156,12 +156,19 @@ func TestDLQScanEndsWhenTheRestIsGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer it.Stop()
-	if _, err := nextDeadLetter(ctx, cons, it); err != nil {
+	w := newWaiter(ctx, cons, it)
+	defer w.stop()
+	m, err := w.next(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := m.Metadata()
+	if err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	if _, err := nextDeadLetter(ctx, cons, it); err != errNoMoreDeadLetters {
-		t.Errorf("got %v, want errNoMoreDeadLetters", err)
+	if _, err := w.next(meta.Sequence.Stream); err != errScanEnd {
+		t.Errorf("got %v, want errScanEnd", err)
 	}
 	if took := time.Since(began); took > 5*time.Second {
 		t.Errorf("took %s", took)

@@ -522,8 +522,8 @@ func TestResultsWaiter(t *testing.T) {
 		t.Errorf("event %d, want 3", s)
 	}
 	began := time.Now()
-	if _, err := w.next(3); !errors.Is(err, errNoMoreResults) {
-		t.Errorf("got %v, want errNoMoreResults", err)
+	if _, err := w.next(3); !errors.Is(err, errScanEnd) {
+		t.Errorf("got %v, want errScanEnd", err)
 	}
 	if took := time.Since(began); took > 3*scanIdle {
 		t.Errorf("ending took %s", took)
