@@ -231,19 +231,29 @@ func parseJobLine(line []byte, defaultOrg string) (job worker.Job, skip bool, er
 	if len(rec) < 2 || len(rec) > 3 {
 		return job, false, fmt.Errorf("%d CSV fields: want org_id,run_id[,request_id]", len(rec))
 	}
-	fields := map[string]string{"run_id": rec[1]}
-	if rec[0] != "" {
-		fields["org_id"] = rec[0]
+	requestID := ""
+	if len(rec) == 3 {
+		requestID = rec[2]
 	}
-	if len(rec) == 3 && rec[2] != "" {
-		fields["request_id"] = rec[2]
+	job, err = jobOf(rec[0], rec[1], requestID, defaultOrg)
+	return job, false, err
+}
+
+// jobOf is the job of these fields ("" leaves a field out), validated
+// exactly as the worker validates a job body: written as one and decoded.
+func jobOf(org, run, requestID, defaultOrg string) (worker.Job, error) {
+	fields := map[string]string{"run_id": run}
+	if org != "" {
+		fields["org_id"] = org
+	}
+	if requestID != "" {
+		fields["request_id"] = requestID
 	}
 	body, err := json.Marshal(fields)
 	if err != nil {
-		return job, false, err
+		return worker.Job{}, err
 	}
-	job, err = worker.DecodeJob(body, defaultOrg)
-	return job, false, err
+	return worker.DecodeJob(body, defaultOrg)
 }
 
 func isCSVHeader(rec []string) bool {

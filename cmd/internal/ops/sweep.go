@@ -2,7 +2,6 @@ package ops
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -199,7 +198,7 @@ func (o SweepOptions) Validate() error {
 // CheckRequestID says whether a job may carry id as its request_id, by the
 // worker's rule ("" is no request ID, which it may).
 func CheckRequestID(id string) error {
-	_, err := sweepJob("org", "run", id)
+	_, err := jobOf("org", "run", id, "")
 	return err
 }
 
@@ -553,7 +552,7 @@ func (s *sweepRun) take(page *tallyfy.RunPage) (fresh int, cut bool) {
 // classifyLocked decides whether one run is due. Its own record decides,
 // not the filters that listed it.
 func (s *sweepRun) classifyLocked(run tallyfy.ListedRun) {
-	job, err := sweepJob(s.opts.Org, run.ID, s.opts.RequestID)
+	job, err := jobOf(s.opts.Org, run.ID, s.opts.RequestID, "")
 	if err != nil {
 		s.skipLocked(run, SkipInvalidID, err.Error())
 		return
@@ -606,20 +605,6 @@ func quoteShort(s string) string {
 		return "none"
 	}
 	return fmt.Sprintf("%q", tallyfy.OneLine(s, 80))
-}
-
-// sweepJob is the job of one run, validated exactly as enqueue and the
-// worker validate a job body.
-func sweepJob(org, run, requestID string) (worker.Job, error) {
-	fields := map[string]string{"org_id": org, "run_id": run}
-	if requestID != "" {
-		fields["request_id"] = requestID
-	}
-	body, err := json.Marshal(fields)
-	if err != nil {
-		return worker.Job{}, err
-	}
-	return worker.DecodeJob(body, "")
 }
 
 // publish publishes the due runs as Enqueue publishes jobs.
