@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -117,14 +118,7 @@ func (r ListedRun) Archived() (at time.Time, archived bool, err error) {
 }
 
 // HasTag reports whether the answer showed the run with tag id.
-func (r ListedRun) HasTag(id string) bool {
-	for _, t := range r.Tags {
-		if t == id {
-			return true
-		}
-	}
-	return false
-}
+func (r ListedRun) HasTag(id string) bool { return slices.Contains(r.Tags, id) }
 
 // RunPage is one page of runs.
 type RunPage struct {
