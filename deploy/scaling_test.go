@@ -45,9 +45,8 @@ var natsJetStreamMetadata = map[string]bool{
 }
 
 // perReplicaHold is how many jobs one worker holds at most: its concurrency and its prefetch
-// (README, "Scaling the pool": the concurrency again, at least 8, at most 64). The worker does
-// not export its prefetch (worker/pull.go's prefetchFor): this mirrors it.
-func perReplicaHold(concurrency int) int { return concurrency + min(max(concurrency, 8), 64) }
+// (README, "Scaling the pool": twice the concurrency, at least 16, at most 128).
+func perReplicaHold(concurrency int) int { return worker.MaxHeld(concurrency) }
 
 // TestScaledObjectBounds: KEDA scales the Deployment on the consumer the worker uses, never past
 // what the consumer's max ack pending lets the pool hold, and not on the jobs the pool holds.

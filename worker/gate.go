@@ -51,6 +51,8 @@ func (g *gate) pause(until time.Time) {
 	defer g.mu.Unlock()
 	if until.After(g.pauseTill) {
 		g.pauseTill = until
+		close(g.ch)
+		g.ch = make(chan struct{})
 	}
 }
 

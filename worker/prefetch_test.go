@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
+	"github.com/tallyfy-deleter/tallyfy-deleter/testutil"
 	"github.com/tallyfy-deleter/tallyfy-deleter/worker"
 )
 
 // TestPrefetchHoldsAtMostItsStatedShare: a worker holds its slots' jobs
-// and as many again waiting (at least 8, at most 64), never more, whatever
+// and twice as many again (at least 16, at most 128), never more, whatever
 // the backlog.
 func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
 	const jobs, concurrency = 60, 10
@@ -32,8 +33,8 @@ func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
 		defer e.mu.Unlock()
 		return len(e.results) == jobs
 	})
-	if limit := concurrency + min(max(concurrency, 8), 64); most > limit {
-		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and as many prefetched, at least 8, at most 64)", most, limit, concurrency)
+	if limit := concurrency + min(max(2*concurrency, 16), 128); most > limit {
+		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and twice as many prefetched, at least 16, at most 128)", most, limit, concurrency)
 	}
 }
 
@@ -104,5 +105,129 @@ func TestPrefetchedJobsHandedBackOnShutdown(t *testing.T) {
 	}
 	if !strings.Contains(leaving.logs.String(), "shutting down: job handed back") {
 		t.Errorf("the leaving worker handed no job back:\n%s", tail(leaving.logs.String(), 20))
+	}
+}
+
+// TestPrefetchLeavesEachWorkerItsShare: three workers at the default
+// concurrency share a backlog of 600 jobs on a 50 ms API; what each
+// prefetches does not starve the others, each finishes at least a quarter.
+func TestPrefetchLeavesEachWorkerItsShare(t *testing.T) {
+	const jobs, workers = 600, 3
+	e := newEnv(t)
+	e.api.SetLatency(50 * time.Millisecond)
+	cfg := testConfig()
+	cfg.Concurrency = worker.DefaultConcurrency
+	cfg.AckWait = 30 * time.Second
+	for i := range workers {
+		cfg.WorkerID = fmt.Sprintf("share-%d", i)
+		e.start(cfg)
+	}
+	for i := range jobs {
+		run := fmt.Sprintf("rshare%d", i)
+		e.api.AddRun(testOrg, run, true)
+		e.publish(job(testOrg, run))
+	}
+	byWorker := map[string]int{}
+	for _, r := range e.waitResults(jobs, 60*time.Second) {
+		if r.Outcome != worker.OutcomeDeleted {
+			t.Errorf("job %d: %s/%s, want deleted", r.JobSeq, r.Outcome, r.Reason)
+		}
+		byWorker[r.Worker]++
+	}
+	for i := range workers {
+		id := fmt.Sprintf("share-%d", i)
+		if n := byWorker[id]; n < jobs/4 {
+			t.Errorf("worker %s finished %d of %d jobs, fewer than a quarter: %v", id, n, jobs, byWorker)
+		}
+	}
+	t.Logf("jobs per worker: %v", byWorker)
+}
+
+// TestPrefetchedJobsSpendNoDelivery: jobs waiting for a slot while a 429
+// pause runs, while the credentials are rejected, or while the breaker is
+// open, keep their deliveries as the job in the slot does: with a max
+// deliver of 1, every job is still deleted, and its attempts count only
+// the requests that reached Tallyfy with credentials it took.
+func TestPrefetchedJobsSpendNoDelivery(t *testing.T) {
+	const jobs = 6
+	cases := []struct {
+		name  string
+		setup func(e *env, cfg *worker.Config)
+		// during runs once the jobs are published; it ends the fault.
+		during func(e *env, r *running, good string)
+		// attempts is what run's result must say.
+		attempts func(e *env, run string) int
+	}{
+		{
+			name: "429 pause longer than the ack wait",
+			setup: func(e *env, cfg *worker.Config) {
+				e.api.ScriptAll(testutil.Response{Status: 429, RetryAfter: "2"})
+			},
+			during:   func(*env, *running, string) {},
+			attempts: func(*env, string) int { return 1 },
+		},
+		{
+			name: "credentials rejected",
+			setup: func(e *env, cfg *worker.Config) {
+				e.api.SetToken("rotated-elsewhere")
+			},
+			during: func(e *env, r *running, good string) {
+				e.waitFor(10*time.Second, "credentials rejected", func() bool { return r.w.Health().Unable == worker.CredentialsRejected })
+				e.api.SetToken(good)
+			},
+			attempts: func(*env, string) int { return 1 },
+		},
+		{
+			name: "breaker open",
+			setup: func(e *env, cfg *worker.Config) {
+				cfg.BreakerFailures = 1
+				cfg.MaxDeliver = 2 // the job whose 503 opened the breaker tries again
+				e.api.SetOutage(testutil.Response{Status: 503})
+			},
+			during: func(e *env, r *running, good string) {
+				e.waitFor(10*time.Second, "the breaker to open", func() bool { return r.w.Health().BreakerState.String() == "open" })
+				e.api.EndOutage()
+			},
+			attempts: func(e *env, run string) int { return e.api.DeleteCount(testOrg, run) },
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			good := e.api.Token()
+			// Slow answers: the jobs after the first wait in the prefetch.
+			e.api.SetLatency(200 * time.Millisecond)
+			cfg := testConfig()
+			cfg.Concurrency = 1
+			cfg.MaxDeliver = 1
+			cfg.AckWait = time.Second
+			cfg.APITimeout = 5 * time.Second
+			client, err := tallyfy.New(e.api.URL(), tallyfy.WithToken(good), tallyfy.WithTimeout(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.setup(e, &cfg)
+			r := e.startWith(cfg, client)
+			runs := make([]string, jobs)
+			for i := range jobs {
+				runs[i] = fmt.Sprintf("rkeep%d", i)
+				e.api.AddRun(testOrg, runs[i], true)
+				e.publish(job(testOrg, runs[i]))
+			}
+			tc.during(e, r, good)
+			byRun := map[string]worker.Result{}
+			for _, res := range e.waitResults(jobs, 30*time.Second) {
+				byRun[res.RunID] = res
+			}
+			for _, run := range runs {
+				res := byRun[run]
+				if want := tc.attempts(e, run); res.Outcome != worker.OutcomeDeleted || res.Attempts != want {
+					t.Errorf("run %s: %s/%s, attempts %d; want deleted, attempts %d", run, res.Outcome, res.Reason, res.Attempts, want)
+				}
+			}
+			if n := len(e.deadLetters()); n != 0 {
+				t.Errorf("%d dead letters", n)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
 
 	"github.com/tallyfy-deleter/tallyfy-deleter/tallyfy"
 )
@@ -76,6 +77,13 @@ type Worker struct {
 	// wake tells the pull loop that something it waits for may have
 	// changed: a slot freed, or the worker's ability to call Tallyfy.
 	wake chan struct{}
+	// roomFreed tells a Consume's callback waiting for room that a job
+	// has left the worker's hands.
+	roomFreed chan struct{}
+	// stopping is set when shutdown begins.
+	stopping atomic.Bool
+	// consumeErrLog logs a Consume's errors once per interval.
+	consumeErrLog rate.Sometimes
 
 	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
 
@@ -93,7 +101,7 @@ type Worker struct {
 // stay pending in it, and as many may be pending as the worker holds jobs.
 func JetStreamOptions(cfg Config) []jetstream.JetStreamOpt {
 	cfg = cfg.withDefaults()
-	held := cfg.Concurrency + prefetchFor(cfg.Concurrency)
+	held := cfg.Concurrency + 2*prefetchFor(cfg.Concurrency)
 	return []jetstream.JetStreamOpt{
 		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
 		jetstream.WithPublishAsyncMaxPending(max(held, 4000)),
@@ -113,15 +121,17 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 	}
 	cfg = cfg.withDefaults()
 	w := &Worker{
-		cfg:     cfg,
-		policy:  cfg.policy(),
-		js:      js,
-		api:     api,
-		log:     cfg.Logger,
-		allowed: map[string]bool{},
-		wake:    make(chan struct{}, 1),
-		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
-		tracer:  tracerOf(cfg.TracerProvider),
+		cfg:           cfg,
+		policy:        cfg.policy(),
+		js:            js,
+		api:           api,
+		log:           cfg.Logger,
+		allowed:       map[string]bool{},
+		wake:          make(chan struct{}, 1),
+		roomFreed:     make(chan struct{}, 1),
+		consumeErrLog: rate.Sometimes{Interval: 10 * time.Second},
+		limiter:       newLimiter(cfg.RateLimit, cfg.RateBurst),
+		tracer:        tracerOf(cfg.TracerProvider),
 		// OpenTelemetry's name for a consumer's span: what it does, and where from.
 		jobSpanName: "process " + cfg.JobsSubject,
 	}

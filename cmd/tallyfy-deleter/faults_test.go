@@ -64,9 +64,9 @@ func TestPoolSIGKILLLosesNothing(t *testing.T) {
 	}
 	// not_found means a DELETE went through without a result: only a job the
 	// killed worker held can be one, and it held at most its concurrency
-	// in its slots and as many again, prefetched or waiting for their result
-	// event's confirmation.
-	held := 2 * concurrency
+	// in its slots and its prefetch, on their way, waiting for a slot or
+	// for their result event's confirmation.
+	held := worker.MaxHeld(concurrency)
 	if n := o.byOutcome[worker.OutcomeNotFound]; n > held {
 		t.Errorf("%d jobs ended not_found; the killed worker held at most %d", n, held)
 	}
