@@ -21,8 +21,9 @@ import (
 // It makes the confirmations the worker makes and nothing more:
 //
 //   - pull: a prefetching Consume whose buffer holds as many jobs beyond
-//     the slots as there are slots, at least 8 (no fewer than the worker
-//     holds), so that a slot never waits a round trip for its next job;
+//     the slots as there are slots, at least 8 (more than the worker keeps
+//     asked for, half its prefetch), so that a slot never waits a round
+//     trip for its next job;
 //     the callback hands each job to one of c goroutines that live as long
 //     as the loop (a goroutine per job costs more CPU at high concurrency:
 //     its stack grows anew for every job);
@@ -72,7 +73,11 @@ func bareLoop(ctx context.Context, natsURL, apiURL, token string, c int) (int64,
 			}
 		})
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) { msgs <- msg }, jetstream.PullMaxMessages(held))
+	// Pull requests expire after 2 s, the worker's pull wait: nats.go can
+	// leave a Consume with no pull request open until two heartbeats are
+	// missed (see worker/pull.go's consume), which with the default 30 s
+	// expiry stalled the loop for 30 s.
+	cc, err := cons.Consume(func(msg jetstream.Msg) { msgs <- msg }, jetstream.PullMaxMessages(held), jetstream.PullExpiry(2*time.Second))
 	if err != nil {
 		close(msgs)
 		jobs.Wait()
