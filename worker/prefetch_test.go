@@ -12,10 +12,11 @@ import (
 )
 
 // TestPrefetchHoldsAtMostItsStatedShare: a worker holds its slots' jobs
-// and twice as many again (at least 16, at most 128), never more, whatever
+// and its prefetch (twice the concurrency, at least 16 and at most 128,
+// plus the concurrency, at least 16 and at most 64), never more, whatever
 // the backlog.
 func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
-	const jobs, concurrency = 60, 10
+	const jobs, concurrency = 100, 10
 	e := newEnv(t)
 	e.api.SetLatency(100 * time.Millisecond)
 	cfg := testConfig()
@@ -33,8 +34,8 @@ func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
 		defer e.mu.Unlock()
 		return len(e.results) == jobs
 	})
-	if limit := concurrency + min(max(2*concurrency, 16), 128); most > limit {
-		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and twice as many prefetched, at least 16, at most 128)", most, limit, concurrency)
+	if limit := concurrency + min(max(2*concurrency, 16), 128) + min(max(concurrency, 16), 64); most > limit {
+		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and its prefetch)", most, limit, concurrency)
 	}
 }
 

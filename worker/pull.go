@@ -202,19 +202,14 @@ func (w *Worker) flowing() bool {
 	return cannot == Able
 }
 
-// prefetch is how many jobs beyond its slots the worker holds, on their way
-// from the server, waiting for a slot, or waiting for their result event's
-// confirmation: twice its concurrency, at least 16 and at most 128. Half
-// of it (see pullBuffer) is what the Consume keeps asked for, so that a
-// slot that frees finds its next job in hand; the other half is room for
-// the jobs whose result event JetStream has yet to confirm, which at
-// latency 0 are as many as the slots. Less starves the slots: at
-// concurrency 16 a prefetch of 16 ran at 0.73 of the bare loop's rate,
-// one of 32 at 0.86 (`tallyfy-deleter bench`). More costs memory, for
-// little: at concurrency 256, a prefetch of 256 took peak RSS to 40 MiB.
+// prefetch is how many jobs beyond its slots the worker holds: its pull
+// buffer (jobs asked for, on their way from the server) and its spare room
+// (jobs in its hands waiting for a slot, or for their result event's
+// confirmation). Twice the concurrency, at least 16 and at most 128, plus
+// the concurrency, at least 16 and at most 64: 48 at concurrency 16.
 func (w *Worker) prefetch() int { return prefetchFor(w.cfg.Concurrency) }
 
-func prefetchFor(concurrency int) int { return min(max(2*concurrency, 16), 128) }
+func prefetchFor(concurrency int) int { return pullBufferFor(concurrency) + spareFor(concurrency) }
 
 // MaxHeld is how many jobs a worker of that concurrency holds at most: in
 // its slots, prefetched, or waiting for their result event's confirmation.
@@ -222,13 +217,26 @@ func prefetchFor(concurrency int) int { return min(max(2*concurrency, 16), 128) 
 func MaxHeld(concurrency int) int { return concurrency + prefetchFor(concurrency) }
 
 // pullBuffer is how many jobs the Consume keeps asked for: on their way
-// from the server, or delivered and not yet in the worker's hands.
-func (w *Worker) pullBuffer() int { return w.prefetch() / 2 }
+// from the server, or delivered and not yet in the worker's hands. Twice
+// the slots, as the bare loop's, so that a slot that frees finds its next
+// job in hand however long a pull's round trip takes under load: at
+// concurrency 16 a buffer of 16 ran at 0.81 of the bare loop's rate, 32 at
+// 0.88; at concurrency 256, 64 at 0.78 and 128 at 0.85 (`tallyfy-deleter
+// bench`). At most 128: 256 at concurrency 256 gained 0.04 for 2 MiB more
+// of peak RSS, past the 40 MiB it should stay under.
+func (w *Worker) pullBuffer() int { return pullBufferFor(w.cfg.Concurrency) }
+
+func pullBufferFor(concurrency int) int { return min(max(2*concurrency, 16), 128) }
+
+// spareFor is the room, beyond the slots, for jobs waiting for a slot or
+// for their result event's confirmation (two round trips to JetStream:
+// the publish's ack, then the job's double ack). Twice as much gained
+// nothing at concurrency 16 or 256.
+func spareFor(concurrency int) int { return min(max(concurrency, 16), 64) }
 
 // room is how many jobs the worker has in its hands at most while it
-// consumes: its slots', and the part of the prefetch the pull buffer
-// leaves.
-func (w *Worker) room() int { return MaxHeld(w.cfg.Concurrency) - w.pullBuffer() }
+// consumes: its slots' and its spare room's.
+func (w *Worker) room() int { return w.cfg.Concurrency + spareFor(w.cfg.Concurrency) }
 
 // capacity is how many jobs the worker can have in its hands: its room,
 // and what a draining Consume delivers besides (twice the pull buffer: a

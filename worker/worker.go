@@ -101,7 +101,7 @@ type Worker struct {
 // stay pending in it, and as many may be pending as the worker holds jobs.
 func JetStreamOptions(cfg Config) []jetstream.JetStreamOpt {
 	cfg = cfg.withDefaults()
-	held := cfg.Concurrency + 2*prefetchFor(cfg.Concurrency)
+	held := MaxHeld(cfg.Concurrency) + pullBufferFor(cfg.Concurrency)
 	return []jetstream.JetStreamOpt{
 		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
 		jetstream.WithPublishAsyncMaxPending(max(held, 4000)),
