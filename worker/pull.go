@@ -19,7 +19,7 @@ import (
 // no pause runs, a prefetching Consume keeps a pull request open on the
 // server and renews it as jobs arrive, so that a slot never waits a round
 // trip for its next job (see consume); it holds at most its slots' jobs and
-// its prefetch (see prefetch). Otherwise it takes none while pulling is
+// its prefetch (see prefetchFor). Otherwise it takes none while pulling is
 // paused or the breaker is open, and one at a time (a probe) while the
 // worker cannot call Tallyfy otherwise.
 func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
@@ -202,13 +202,11 @@ func (w *Worker) flowing() bool {
 	return cannot == Able
 }
 
-// prefetch is how many jobs beyond its slots the worker holds: its pull
+// prefetchFor is how many jobs beyond its slots a worker holds: its pull
 // buffer (jobs asked for, on their way from the server) and its spare room
 // (jobs in its hands waiting for a slot, or for their result event's
 // confirmation): 32 + 80 = 112 at concurrency 16, 128 + 128 = 256 from 64
 // up.
-func (w *Worker) prefetch() int { return prefetchFor(w.cfg.Concurrency) }
-
 func prefetchFor(concurrency int) int { return pullBufferFor(concurrency) + spareFor(concurrency) }
 
 // MaxHeld is how many jobs a worker of that concurrency holds at most: in
