@@ -232,3 +232,39 @@ func TestPrefetchedJobsSpendNoDelivery(t *testing.T) {
 		})
 	}
 }
+
+// TestJobsOnTheirWayKeepTheirAckWait: with the room full for longer than
+// the ack wait (a slow API, a backlog), the jobs the pull has brought but
+// the worker has not yet taken in are not handed to another worker.
+func TestJobsOnTheirWayKeepTheirAckWait(t *testing.T) {
+	const concurrency = 4
+	jobs := worker.MaxHeld(concurrency) + 20
+	e := newEnv(t)
+	e.api.SetLatency(200 * time.Millisecond)
+	cfg := testConfig()
+	cfg.Concurrency = concurrency
+	cfg.AckWait = time.Second
+	cfg.APITimeout = 5 * time.Second
+	var runs []string
+	for i := range jobs {
+		run := fmt.Sprintf("rway%d", i)
+		runs = append(runs, run)
+		e.api.AddRun(testOrg, run, true)
+	}
+	e.start(cfg)
+	for _, run := range runs {
+		e.publish(job(testOrg, run))
+	}
+	cfg.WorkerID = "second"
+	e.start(cfg) // would take a job whose ack wait ran out
+	for _, r := range e.waitResults(jobs, 60*time.Second) {
+		if r.Outcome != worker.OutcomeDeleted || r.Attempts != 1 {
+			t.Errorf("job %d: %s/%s, attempts %d; want deleted on its first delivery", r.JobSeq, r.Outcome, r.Reason, r.Attempts)
+		}
+	}
+	for _, run := range runs {
+		if n := e.api.DeleteCount(testOrg, run); n != 1 {
+			t.Errorf("run %s got %d DELETEs, want 1: a job's ack wait ran out in a worker's hands", run, n)
+		}
+	}
+}

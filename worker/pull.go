@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -54,6 +53,11 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 	errLog := rate.Sometimes{Interval: 10 * time.Second}
 	for ctx.Err() == nil {
 		if w.flowing() {
+			if w.inflight.Load() >= int64(w.room()) {
+				// A Consume drained for want of room: the next waits for it.
+				w.sleep(ctx, time.Second)
+				continue
+			}
 			if err := w.consume(ctx, hard, cons, queue); err != nil {
 				errLog.Do(func() { w.log.Error().Err(err).Msg("pulling jobs failed; retrying") })
 				w.sleep(ctx, time.Second)
@@ -107,24 +111,37 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 // then are handed back by their slot, or kept through a pause.
 func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, queue chan<- *task) error {
 	draining := make(chan struct{})
+	// crowded is closed when the jobs in the Consume's buffer may have
+	// waited a quarter of the ack wait: see bufferAge.
+	crowded := make(chan struct{})
 	room := int64(w.room())
-	// taken counts the jobs this Consume delivered, and backlog is what
-	// the last one said was still waiting in the consumer: see stalled.
-	var taken, backlog atomic.Uint64
+	age := newBufferAge(w.pullBuffer())
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		t := w.take(hard, msg)
 		if t == nil {
 			return
 		}
-		backlog.Store(t.meta.NumPending)
-		taken.Add(1)
-		for w.inflight.Load() >= room {
+		var waited time.Duration
+		if w.inflight.Load() >= room {
+			waited = w.awaitRoom(room, draining, crowded, w.cfg.AckWait/4-age.total())
+		}
+		// The jobs behind this one in the Consume's buffer are not in the
+		// worker's hands: their ack wait runs while the callback waits.
+		switch old := age.add(waited); {
+		case old >= w.cfg.AckWait/4:
 			select {
-			case <-w.roomFreed:
-				continue
-			case <-draining:
+			case <-crowded:
+			default:
+				// Only this callback closes it, one call at a time.
+				close(crowded)
 			}
-			break
+			fallthrough
+		case old >= w.cfg.AckWait/8:
+			// This one may have waited that long too: reset its ack wait
+			// now rather than at the next heartbeat.
+			if t.msg.InProgress() == nil {
+				t.lastTouch.Store(time.Now().UnixNano())
+			}
 		}
 		w.inflight.Add(1)
 		w.cfg.Metrics.JobStarted()
@@ -133,7 +150,22 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 		// The Consume's pull requests expire as a Fetch's would, at least
 		// after the 1s nats.go asks for.
 		jetstream.PullExpiry(max(w.cfg.PullWait, time.Second)),
+		// nats.go (1.55, 1.56) can leave a Consume with no pull request
+		// open: it skips renewing its pull while the previous one is still
+		// being sent, and when every job asked for arrives meanwhile none
+		// comes again until two heartbeats are missed, which then renew it.
+		// Heartbeats of 500 ms (the least nats.go takes) make that a 1 s
+		// gap, not the default expiry's. Renewing a quiet Consume instead
+		// (drain it, start another) lost the batch of a pull already on its
+		// way, to be redelivered after the ack wait: a delivery spent.
+		jetstream.PullHeartbeat(consumeHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The renewal above, or a server slow to answer: the
+				// Consume asks again by itself.
+				w.log.Debug().Err(err).Msg("pull renewed after missed heartbeats")
+				return
+			}
 			w.consumeErrLog.Do(func() { w.log.Warn().Err(err).Msg("pulling jobs met an error") })
 		}))
 	if err != nil {
@@ -141,10 +173,6 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 	}
 	end := w.fetchStarted()
 	defer close(end)
-	check := time.NewTicker(stallCheck)
-	defer check.Stop()
-	var seen uint64
-	quiet := 0
 	for ctx.Err() == nil && w.flowing() {
 		changed := w.gate.changes()
 		if !w.flowing() {
@@ -156,23 +184,7 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 			continue
 		case <-cc.Closed():
 			return errors.New("the pull of jobs ended by itself")
-		case <-check.C:
-			// A Consume can stop asking for jobs: nats.go skips the
-			// renewal of its pull while the previous one is being sent,
-			// and when every job asked for arrives meanwhile none comes
-			// again until its missed heartbeats (two of them, a second
-			// each) renew it. A Consume that has room, was told of jobs
-			// waiting, and gets none for two checks in a row is stalled:
-			// a new one takes over.
-			n := taken.Load()
-			if n != seen || backlog.Load() == 0 || w.inflight.Load() >= room {
-				seen, quiet = n, 0
-				continue
-			}
-			if quiet++; quiet < 2 {
-				continue
-			}
-			w.log.Debug().Uint64("backlog", backlog.Load()).Msg("the pull of jobs stalled; renewing it")
+		case <-crowded:
 		}
 		break
 	}
@@ -185,8 +197,55 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 	return nil
 }
 
-// stallCheck is how often consume looks for a stalled Consume.
-const stallCheck = 20 * time.Millisecond
+// awaitRoom waits until the worker has fewer than room jobs in its hands,
+// the Consume drains or is crowded, or at most limit, and says how long it
+// waited.
+func (w *Worker) awaitRoom(room int64, draining, crowded chan struct{}, limit time.Duration) time.Duration {
+	start := time.Now()
+	timer := time.NewTimer(max(limit, 0))
+	defer timer.Stop()
+	for w.inflight.Load() >= room {
+		select {
+		case <-w.roomFreed:
+			continue
+		case <-draining:
+		case <-crowded:
+		case <-timer.C:
+		}
+		break
+	}
+	return time.Since(start)
+}
+
+// bufferAge bounds how long the jobs in a Consume's buffer have waited
+// there: the callback's waits for room over the last pull buffer's worth
+// of jobs (a job delivered at most that many jobs ago waited through them
+// all). When it reaches a quarter of the ack wait (a slow API, a long
+// pause filling the room), consume drains the Consume: its buffered jobs
+// come into the worker's hands, kept alive from then on, and the next
+// Consume starts once there is room again. At latency 0 the waits are
+// milliseconds and it never comes near.
+type bufferAge struct {
+	waits []time.Duration
+	next  int
+	sum   time.Duration
+}
+
+func newBufferAge(n int) *bufferAge { return &bufferAge{waits: make([]time.Duration, max(n, 1))} }
+
+// add records one wait and returns the bound, this wait included.
+func (b *bufferAge) add(d time.Duration) time.Duration {
+	b.sum += d - b.waits[b.next]
+	b.waits[b.next] = d
+	b.next = (b.next + 1) % len(b.waits)
+	return b.sum
+}
+
+func (b *bufferAge) total() time.Duration { return b.sum }
+
+// consumeHeartbeat is how often the server tells an idle Consume it is
+// still there; two missed renew its pull (see consume).
+const consumeHeartbeat = 500 * time.Millisecond
 
 // flowing says whether the worker takes jobs as fast as its slots free:
 // it can call Tallyfy, the breaker is closed, and no pause runs.
