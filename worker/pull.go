@@ -15,8 +15,8 @@ import (
 )
 
 // pull takes jobs while ctx lives. While the worker can call Tallyfy and
-// no pause runs, a prefetching Consume keeps a pull request open on the
-// server and renews it as jobs arrive, so that a slot never waits a round
+// no pause runs, a prefetching pull keeps pull requests open on the
+// server and renews them as jobs are taken, so that a slot never waits a round
 // trip for its next job (see consume); it holds at most its slots' jobs and
 // its prefetch (see prefetchFor). Otherwise it takes none while pulling is
 // paused or the breaker is open, and one at a time (a probe) while the
@@ -54,7 +54,7 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 	for ctx.Err() == nil {
 		if w.flowing() {
 			if w.inflight.Load() >= int64(w.room()) {
-				// A Consume drained for want of room: the next waits for it.
+				// A pull drained for want of room: the next waits for it.
 				w.sleep(ctx, time.Second)
 				continue
 			}
@@ -96,43 +96,113 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 	}
 }
 
-// consume takes jobs with a prefetching Consume for as long as the worker
-// can call Tallyfy, no pause runs, and ctx lives; then it drains the
-// Consume (no new pull request, and the jobs already on their way are
-// still taken) and returns once it has ended. An error means the Consume
-// could not start, or ended by itself (the connection closed, the consumer
-// was deleted).
+// consume takes jobs with a prefetching pull for as long as the worker can
+// call Tallyfy, no pause runs, and ctx lives; then it drains the pull (no
+// new pull request, and the jobs already on their way are still taken)
+// and returns once it has ended. An error means the pull could not start,
+// or ended by itself (the connection closed, the consumer was deleted).
 //
-// The Consume's callback takes each job into the worker's hands (its ack
-// wait kept alive from then on) and waits for room: at most room() jobs in
-// the worker's hands, and at most pullBuffer() more on their way from the
-// server, which the Consume asks for again as the callback returns. While
-// draining it does not wait, so the drain ends at once: the jobs it takes
-// then are handed back by their slot, or kept through a pause.
+// The pull is nats.go's Messages iterator: it keeps up to pullBuffer()
+// jobs asked for, asking again as they are taken, so that a slot never
+// waits a round trip for its next job. Each job taken comes into the
+// worker's hands (its ack wait kept alive from then on), once there is
+// room: at most room() jobs in the worker's hands, and at most pullBuffer()
+// more on their way from the server. While draining it does not wait for
+// room, so the drain ends at once: the jobs it takes then are handed back
+// by their slot, or kept through a pause.
+//
+// Not a Consume: nats.go (1.55, 1.56) skips renewing a pull while its
+// previous pull request is still being sent, and a Consume only looks
+// again as the next job arrives; when every job asked for arrived
+// meanwhile, none comes until two heartbeats are missed, a second lost
+// (seen at concurrency 256 in one bench round in three). The iterator
+// looks again on every call to Next, so a Next that waits at most
+// consumeKick ends such a gap within that.
 func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, queue chan<- *task) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(w.pullBuffer()),
+		// The pull requests expire as a Fetch's would, at least after
+		// the 1s nats.go asks for.
+		jetstream.PullExpiry(max(w.cfg.PullWait, time.Second)),
+		jetstream.PullHeartbeat(consumeHeartbeat))
+	if err != nil {
+		return err
+	}
+	end := w.fetchStarted()
+	defer close(end)
+
+	// draining is closed when the pull is to end; crowded when the jobs on
+	// their way may have waited a quarter of the ack wait (see bufferAge).
 	draining := make(chan struct{})
-	// crowded is closed when the jobs in the Consume's buffer may have
-	// waited a quarter of the ack wait: see bufferAge.
 	crowded := make(chan struct{})
+	// The watcher owns the pull's end: it drains the iterator once the
+	// worker stops flowing, ctx ends, the jobs crowd, or the iterator
+	// ended by itself (done).
+	done := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		w.awaitFlowEnd(ctx, crowded, done)
+		if ctx.Err() != nil {
+			w.stopping.Store(true)
+		}
+		close(draining)
+		it.Drain()
+	})
+	defer func() {
+		close(done)
+		watch.Wait()
+	}()
+
 	room := int64(w.room())
 	age := newBufferAge(w.pullBuffer())
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
+	var quiet time.Duration
+	for {
+		// Waits of consumeKick close the gap above; once no job has come
+		// for two heartbeats, a longer wait lets the iterator notice
+		// missed heartbeats (a pull request the server lost) and ask
+		// again.
+		wait := consumeKick
+		if quiet >= 2*consumeHeartbeat {
+			wait = 3 * consumeHeartbeat
+		}
+		msg, err := it.Next(jetstream.NextMaxWait(wait))
+		switch {
+		case err == nil:
+			quiet = 0
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			select {
+			case <-draining:
+				return nil
+			default:
+				return errors.New("the pull of jobs ended by itself")
+			}
+		case errors.Is(err, nats.ErrTimeout):
+			quiet += wait
+			continue
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			// The iterator asks again by itself on the next call.
+			w.log.Debug().Err(err).Msg("pull renewed after missed heartbeats")
+			quiet = 0
+			continue
+		default:
+			w.consumeErrLog.Do(func() { w.log.Warn().Err(err).Msg("pulling jobs met an error") })
+			continue
+		}
 		t := w.take(hard, msg)
 		if t == nil {
-			return
+			continue
 		}
 		var waited time.Duration
 		if w.inflight.Load() >= room {
 			waited = w.awaitRoom(room, draining, crowded, w.cfg.AckWait/4-age.total())
 		}
-		// The jobs behind this one in the Consume's buffer are not in the
-		// worker's hands: their ack wait runs while the callback waits.
+		// The jobs behind this one on their way are not in the worker's
+		// hands: their ack wait runs while the loop waits.
 		switch old := age.add(waited); {
 		case old >= w.cfg.AckWait/4:
 			select {
 			case <-crowded:
 			default:
-				// Only this callback closes it, one call at a time.
+				// Only this loop closes it.
 				close(crowded)
 			}
 			fallthrough
@@ -146,59 +216,30 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 		w.inflight.Add(1)
 		w.cfg.Metrics.JobStarted()
 		queue <- t
-	}, jetstream.PullMaxMessages(w.pullBuffer()),
-		// The Consume's pull requests expire as a Fetch's would, at least
-		// after the 1s nats.go asks for.
-		jetstream.PullExpiry(max(w.cfg.PullWait, time.Second)),
-		// nats.go (1.55, 1.56) can leave a Consume with no pull request
-		// open: it skips renewing its pull while the previous one is still
-		// being sent, and when every job asked for arrives meanwhile none
-		// comes again until two heartbeats are missed, which then renew it.
-		// Heartbeats of 500 ms (the least nats.go takes) make that a 1 s
-		// gap, not the default expiry's. Renewing a quiet Consume instead
-		// (drain it, start another) lost the batch of a pull already on its
-		// way, to be redelivered after the ack wait: a delivery spent.
-		jetstream.PullHeartbeat(consumeHeartbeat),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// The renewal above, or a server slow to answer: the
-				// Consume asks again by itself.
-				w.log.Debug().Err(err).Msg("pull renewed after missed heartbeats")
-				return
-			}
-			w.consumeErrLog.Do(func() { w.log.Warn().Err(err).Msg("pulling jobs met an error") })
-		}))
-	if err != nil {
-		return err
 	}
-	end := w.fetchStarted()
-	defer close(end)
+}
+
+// awaitFlowEnd returns once the worker stops flowing (see flowing), ctx
+// ends, crowded or done is closed.
+func (w *Worker) awaitFlowEnd(ctx context.Context, crowded, done <-chan struct{}) {
 	for ctx.Err() == nil && w.flowing() {
 		changed := w.gate.changes()
 		if !w.flowing() {
-			break
+			return
 		}
 		select {
 		case <-ctx.Done():
 		case <-changed:
 			continue
-		case <-cc.Closed():
-			return errors.New("the pull of jobs ended by itself")
 		case <-crowded:
+		case <-done:
 		}
-		break
+		return
 	}
-	if ctx.Err() != nil {
-		w.stopping.Store(true)
-	}
-	close(draining)
-	cc.Drain()
-	<-cc.Closed()
-	return nil
 }
 
 // awaitRoom waits until the worker has fewer than room jobs in its hands,
-// the Consume drains or is crowded, or at most limit, and says how long it
+// the pull drains or is crowded, or at most limit, and says how long it
 // waited.
 func (w *Worker) awaitRoom(room int64, draining, crowded chan struct{}, limit time.Duration) time.Duration {
 	start := time.Now()
@@ -217,13 +258,13 @@ func (w *Worker) awaitRoom(room int64, draining, crowded chan struct{}, limit ti
 	return time.Since(start)
 }
 
-// bufferAge bounds how long the jobs in a Consume's buffer have waited
-// there: the callback's waits for room over the last pull buffer's worth
-// of jobs (a job delivered at most that many jobs ago waited through them
+// bufferAge bounds how long the jobs in the pull's buffer have waited
+// there: consume's waits for room over the last pull buffer's worth of
+// jobs (a job delivered at most that many jobs ago waited through them
 // all). When it reaches a quarter of the ack wait (a slow API, a long
-// pause filling the room), consume drains the Consume: its buffered jobs
+// pause filling the room), consume drains the pull: its buffered jobs
 // come into the worker's hands, kept alive from then on, and the next
-// Consume starts once there is room again. At latency 0 the waits are
+// pull starts once there is room again. At latency 0 the waits are
 // milliseconds and it never comes near.
 type bufferAge struct {
 	waits []time.Duration
@@ -243,9 +284,13 @@ func (b *bufferAge) add(d time.Duration) time.Duration {
 
 func (b *bufferAge) total() time.Duration { return b.sum }
 
-// consumeHeartbeat is how often the server tells an idle Consume it is
-// still there; two missed renew its pull (see consume).
+// consumeHeartbeat is how often the server tells an idle pull it is still
+// there (the least nats.go takes); two missed renew it (see consume).
 const consumeHeartbeat = 500 * time.Millisecond
+
+// consumeKick is the longest a pull that flows waits in Next before
+// looking again whether it should ask for more jobs (see consume).
+const consumeKick = 20 * time.Millisecond
 
 // flowing says whether the worker takes jobs as fast as its slots free:
 // it can call Tallyfy, the breaker is closed, and no pause runs.
@@ -273,7 +318,7 @@ func prefetchFor(concurrency int) int { return pullBufferFor(concurrency) + spar
 // Each counts against the consumer's max ack pending, as unacked.
 func MaxHeld(concurrency int) int { return concurrency + prefetchFor(concurrency) }
 
-// pullBuffer is how many jobs the Consume keeps asked for: on their way
+// pullBuffer is how many jobs the pull keeps asked for: on their way
 // from the server, or delivered and not yet in the worker's hands. Twice
 // the slots, as the bare loop's, so that a slot that frees finds its next
 // job in hand however long a pull's round trip takes under load: at
@@ -300,7 +345,7 @@ func spareFor(concurrency int) int { return min(concurrency, 64) + 64 }
 func (w *Worker) room() int { return w.cfg.Concurrency + spareFor(w.cfg.Concurrency) }
 
 // capacity is how many jobs the worker can have in its hands: its room,
-// and what a draining Consume delivers besides (twice the pull buffer: a
+// and what a draining pull delivers besides (twice the pull buffer: a
 // pull renewed after missed heartbeats asks again for what may still come).
 func (w *Worker) capacity() int { return w.room() + 2*w.pullBuffer() }
 
@@ -328,7 +373,7 @@ func (w *Worker) awaitFetchEnd(ctx context.Context) {
 	if end == nil {
 		return
 	}
-	// A Fetch expires after PullWait and a Consume drains in a round trip;
+	// A Fetch expires after PullWait and a pull drains in a round trip;
 	// the slack covers a slow server.
 	t := time.NewTimer(max(w.cfg.PullWait, time.Second) + time.Second)
 	defer t.Stop()

@@ -77,12 +77,12 @@ type Worker struct {
 	// wake tells the pull loop that something it waits for may have
 	// changed: a slot freed, or the worker's ability to call Tallyfy.
 	wake chan struct{}
-	// roomFreed tells a Consume's callback waiting for room that a job
+	// roomFreed tells consume, waiting for room, that a job
 	// has left the worker's hands.
 	roomFreed chan struct{}
 	// stopping is set when shutdown begins.
 	stopping atomic.Bool
-	// consumeErrLog logs a Consume's errors once per interval.
+	// consumeErrLog logs the pull's errors once per interval.
 	consumeErrLog rate.Sometimes
 
 	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
