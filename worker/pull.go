@@ -35,18 +35,7 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 	queue := make(chan *task, w.capacity())
 	defer close(queue)
 	for range w.cfg.Concurrency {
-		jobs.Go(func() {
-			for t := range queue {
-				if p := w.handle(ctx, t); p != nil {
-					jobs.Go(func() {
-						w.confirm(p)
-						w.release(t)
-					})
-					continue
-				}
-				w.release(t)
-			}
-		})
+		jobs.Go(func() { w.slot(ctx, queue, jobs) })
 	}
 	defer w.stopping.Store(true)
 	// A pull that keeps failing is logged once per interval, not per try.
@@ -94,6 +83,40 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 			errLog.Do(func() { w.log.Warn().Err(err).Msg("pull request ended with an error") })
 		}
 	}
+}
+
+// slot runs the jobs of one slot, from queue until it is closed.
+//
+// It waits for each job with stackReserve bytes of its stack in use: the
+// garbage collector halves the stack of a goroutine using less than a
+// quarter of it, and a slot parked on the queue with a shallow stack had
+// its stack shrunk at every collection, to grow it again (copying it) on
+// its next job's API call, one copy per slot per collection.
+func (w *Worker) slot(ctx context.Context, queue <-chan *task, jobs *sync.WaitGroup) {
+	var reserve [stackReserve]byte
+	w.runSlot(ctx, queue, jobs, reserve[:])
+}
+
+// stackReserve is the stack a slot keeps in use while it waits: a quarter
+// of the stack a job needs, so that it is never shrunk below that.
+const stackReserve = 4 << 10
+
+// runSlot is not inlined, so that the reserve stays in slot's frame,
+// beneath the jobs' calls; reading it at the end keeps it there.
+//
+//go:noinline
+func (w *Worker) runSlot(ctx context.Context, queue <-chan *task, jobs *sync.WaitGroup, reserve []byte) {
+	for t := range queue {
+		if p := w.handle(ctx, t); p != nil {
+			jobs.Go(func() {
+				w.confirm(p)
+				w.release(t)
+			})
+			continue
+		}
+		w.release(t)
+	}
+	_ = reserve[len(reserve)-1]
 }
 
 // consume takes jobs with a prefetching pull for as long as the worker can
