@@ -144,7 +144,12 @@ func (w *Worker) runSlot(ctx context.Context, queue <-chan *task, jobs *sync.Wai
 // meanwhile, none comes until two heartbeats are missed, a second lost
 // (seen at concurrency 256 in one bench round in three). The iterator
 // looks again on every call to Next, so a Next that waits at most
-// consumeKick ends such a gap within that.
+// consumeKick ends such a gap within that. The iterator's own buffer holds
+// pullBuffer() jobs, which is all it asks for; only a pull renewed after
+// heartbeats missed while the server still held the last one (the worker
+// starved of CPU for a second) could bring more, and nats.go drops what
+// does not fit: those jobs come back after their ack wait, a delivery
+// spent, where a Consume would have queued them.
 func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, queue chan<- *task) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(w.pullBuffer()),
 		// The pull requests expire as a Fetch's would, at least after
