@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -51,6 +52,17 @@ type Client struct {
 	ts        oauth2.TokenSource
 	ua        string
 	hook      func(RequestInfo)
+	// The values of the constant request headers, shared by every request
+	// (net/http only reads them), and that of the Authorization header for
+	// the token last used: allocated once, not per request.
+	acceptHdr, clientHdr, uaHdr []string
+	auth                        atomic.Pointer[authHeader]
+}
+
+// authHeader is the Authorization header's value for one token.
+type authHeader struct {
+	token string
+	value []string
 }
 
 // Option configures a Client. Options check their input and New returns
@@ -128,6 +140,7 @@ func build(u *url.URL, opts []Option) (*Client, error) {
 	if c.ts == nil {
 		return nil, errors.New("tallyfy: no credentials: use WithToken or WithTokenSource")
 	}
+	c.acceptHdr, c.clientHdr, c.uaHdr = []string{"application/json"}, []string{"APIClient"}, []string{c.ua}
 	if c.hc == nil {
 		c.hc = noRedirects(nil)
 		if c.keepAlive > 0 {
@@ -360,6 +373,17 @@ func (c *Client) do(ctx context.Context, method, u string, decode func(io.Reader
 	return c.attempt(ctx, method, u, fresh, decode)
 }
 
+// authValue is the Authorization header's value for token, shared by the
+// requests that use the same token.
+func (c *Client) authValue(token string) []string {
+	if a := c.auth.Load(); a != nil && a.token == token {
+		return a.value
+	}
+	a := &authHeader{token: token, value: []string{"Bearer " + token}}
+	c.auth.Store(a)
+	return a.value
+}
+
 func (c *Client) invalidate(refused string) bool {
 	switch s := c.ts.(type) {
 	case invalidator:
@@ -432,10 +456,10 @@ func (c *Client) attempt(ctx context.Context, method, u, token string, decode fu
 	}
 	// The keys are canonical already: Set would canonicalise them again on
 	// every request, which the profile showed.
-	req.Header["Authorization"] = []string{"Bearer " + token}
-	req.Header["Accept"] = []string{"application/json"}
-	req.Header["X-Tallyfy-Client"] = []string{"APIClient"}
-	req.Header["User-Agent"] = []string{c.ua}
+	req.Header["Authorization"] = c.authValue(token)
+	req.Header["Accept"] = c.acceptHdr
+	req.Header["X-Tallyfy-Client"] = c.clientHdr
+	req.Header["User-Agent"] = c.uaHdr
 	injectTrace(ctx, req.Header)
 
 	hr, err := c.hc.Do(req)

@@ -186,6 +186,8 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 
 	room := int64(w.room())
 	age := newBufferAge(w.pullBuffer())
+	roomTimer := time.NewTimer(time.Hour)
+	roomTimer.Stop()
 	var quiet time.Duration
 	for {
 		// Waits of consumeKick close the gap above; once no job has come
@@ -225,7 +227,7 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 		}
 		var waited time.Duration
 		if w.inflight.Load() >= room {
-			waited = w.awaitRoom(room, draining, crowded, w.cfg.AckWait/4-age.total())
+			waited = w.awaitRoom(room, draining, crowded, roomTimer, w.cfg.AckWait/4-age.total())
 		}
 		// The jobs behind this one on their way are not in the worker's
 		// hands: their ack wait runs while the loop waits.
@@ -273,9 +275,10 @@ func (w *Worker) awaitFlowEnd(ctx context.Context, crowded, done <-chan struct{}
 // awaitRoom waits until the worker has fewer than room jobs in its hands,
 // the pull drains or is crowded, or at most limit, and says how long it
 // waited.
-func (w *Worker) awaitRoom(room int64, draining, crowded chan struct{}, limit time.Duration) time.Duration {
+// timer is consume's own, stopped: one per pull rather than one per wait.
+func (w *Worker) awaitRoom(room int64, draining, crowded chan struct{}, timer *time.Timer, limit time.Duration) time.Duration {
 	start := time.Now()
-	timer := time.NewTimer(max(limit, 0))
+	timer.Reset(max(limit, 0))
 	defer timer.Stop()
 	for w.inflight.Load() >= room {
 		select {

@@ -84,6 +84,9 @@ type Worker struct {
 	stopping atomic.Bool
 	// consumeErrLog logs the pull's errors once per interval.
 	consumeErrLog rate.Sometimes
+	// confirmClock bounds the waits for result events' confirmations
+	// (see awaitAck); it ticks from Run until the jobs are done.
+	confirmClock *periodClock
 
 	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
 
@@ -111,7 +114,8 @@ func JetStreamOptions(cfg Config) []jetstream.JetStreamOpt {
 // New checks cfg and builds a worker. js must be connected; api is called
 // through the worker's circuit breaker. The worker publishes result events
 // with js.PublishMsgAsync and waits at most Config.PublishTimeout for each
-// confirmation; build js with JetStreamOptions.
+// confirmation when js is built with JetStreamOptions (twice that at most
+// otherwise).
 func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -130,6 +134,7 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 		wake:          make(chan struct{}, 1),
 		roomFreed:     make(chan struct{}, 1),
 		consumeErrLog: rate.Sometimes{Interval: 10 * time.Second},
+		confirmClock:  newPeriodClock(),
 		limiter:       newLimiter(cfg.RateLimit, cfg.RateBurst),
 		tracer:        tracerOf(cfg.TracerProvider),
 		// OpenTelemetry's name for a consumer's span: what it does, and where from.
@@ -234,11 +239,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		metrics: w.cfg.Metrics, jsContext: w.jsContext, sweepStranded: w.sweepStranded})
 	sw := newAdvisorySweeper(sweeperParams{conn: w.js.Conn(), stream: w.cfg.JobsStream,
 		consumer: w.cfg.Consumer, log: w.log, sweep: w.sweepOne})
+	clockDone := make(chan struct{})
 	hb.start(&duties)
 	cw.start(&duties)
+	w.confirmClock.start(&duties, w.cfg.PublishTimeout, clockDone)
 	if err := sw.start(); err != nil {
 		cw.shutdown()
 		hb.shutdown()
+		close(clockDone)
 		duties.Wait()
 		return fmt.Errorf("listening for max-deliveries advisories: %w", err)
 	}
@@ -249,6 +257,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	sw.shutdown()
 	cw.shutdown()
 	hb.shutdown()
+	close(clockDone)
 	duties.Wait()
 	w.log.Info().Msg("worker stopped")
 	return nil
