@@ -12,7 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -26,10 +26,10 @@ import (
 // exit, when the shutdown's ctx has no deadline of its own.
 const TracingShutdownTimeout = 5 * time.Second
 
-// The OpenTelemetry variables SetupTracing itself looks at; the SDK reads
-// these and the rest (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION,
-// _CERTIFICATE, OTEL_TRACES_SAMPLER, OTEL_BSP_*, OTEL_SERVICE_NAME,
-// OTEL_RESOURCE_ATTRIBUTES, ...) as the OpenTelemetry specification says.
+// The OpenTelemetry variables SetupTracing itself looks at; the exporter
+// reads these and the rest of OTEL_EXPORTER_OTLP_* (see otlpClient), the
+// SDK the others (OTEL_TRACES_SAMPLER, OTEL_BSP_*, OTEL_SERVICE_NAME,
+// OTEL_RESOURCE_ATTRIBUTES, ...), as the OpenTelemetry specification says.
 const (
 	envEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
 	envTracesEndpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -63,7 +63,11 @@ func SetupTracing(ctx context.Context, serviceName, version string, log *zerolog
 	if err != nil || endpoint == "" {
 		return noop.NewTracerProvider(), off, err
 	}
-	exp, err := otlptracehttp.New(ctx)
+	client, err := newOTLPClient(os.Getenv)
+	if err != nil {
+		return noop.NewTracerProvider(), off, fmt.Errorf("tracing: %w", err)
+	}
+	exp, err := otlptrace.New(ctx, client)
 	if err != nil {
 		return noop.NewTracerProvider(), off, fmt.Errorf("tracing: the OTLP exporter: %w", err)
 	}
