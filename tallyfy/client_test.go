@@ -376,8 +376,8 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			if got := parseRetryAfter(tt.in, now); got != tt.want {
-				t.Fatalf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+			if got := ParseRetryAfter(tt.in, now); got != tt.want {
+				t.Fatalf("ParseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
 			}
 		})
 	}

@@ -179,7 +179,7 @@ func checkResponse(resp *http.Response, sec secrets) error {
 	e := &APIError{
 		StatusCode: resp.StatusCode,
 		RequestID:  requestID(resp.Header),
-		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		RetryAfter: ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 	}
 	var body []byte
 	if resp.Body != nil {
@@ -217,9 +217,10 @@ func requestID(h http.Header) string {
 	return OneLine(h.Get("X-Request-Id"), maxRequestID)
 }
 
-// parseRetryAfter accepts both forms of RFC 9110; anything unusable is 0,
-// which callers read as "no advice".
-func parseRetryAfter(v string, now time.Time) time.Duration {
+// ParseRetryAfter reads a Retry-After header's value in either form of
+// RFC 9110, relative to now; anything unusable is 0, which callers read as
+// "no advice".
+func ParseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0

@@ -382,8 +382,9 @@ func spareFor(concurrency int) int { return min(concurrency, 64) + 64 }
 func (w *Worker) room() int { return w.cfg.Concurrency + spareFor(w.cfg.Concurrency) }
 
 // capacity is how many jobs the worker can have in its hands: its room,
-// and what a draining pull delivers besides (twice the pull buffer: a
-// pull renewed after missed heartbeats asks again for what may still come).
+// and what a draining pull delivers besides (at most the iterator's buffer,
+// one pull buffer; twice that is kept as a margin, and the probes' Fetch
+// counts its free share from it, see pullable).
 func (w *Worker) capacity() int { return w.room() + 2*w.pullBuffer() }
 
 func (w *Worker) fetchStarted() chan struct{} {

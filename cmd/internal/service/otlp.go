@@ -110,19 +110,19 @@ func newOTLPClient(getenv func(string) string) (*otlpClient, error) {
 
 // tracesURL is where spans are posted: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 // as it is (its path, or "/"), or OTEL_EXPORTER_OTLP_ENDPOINT with
-// v1/traces joined to its path.
+// v1/traces joined to its path; as the SDK's exporter does, without user
+// information or query (see tracingEndpoint, which checks it).
 func tracesURL(getenv func(string) string) (string, error) {
-	name, v, base := envTracesEndpoint, strings.TrimSpace(getenv(envTracesEndpoint)), false
-	if v == "" {
-		name, v, base = envEndpoint, strings.TrimSpace(getenv(envEndpoint)), true
-	}
-	// tracingEndpoint has checked it already.
-	u, err := url.Parse(v)
+	endpoint, err := tracingEndpoint(getenv)
 	if err != nil {
-		return "", fmt.Errorf("%s is not a URL", name)
+		return "", err
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || endpoint == "" {
+		return "", errors.New("no OTLP endpoint")
 	}
 	switch {
-	case base:
+	case strings.TrimSpace(getenv(envTracesEndpoint)) == "":
 		u.Path = path.Join("/", u.Path, "v1/traces")
 		u.RawPath = ""
 	case u.Path == "":
@@ -233,9 +233,10 @@ func (c *otlpClient) post(ctx context.Context, body []byte) (retry time.Duration
 	for k, v := range c.headers {
 		req.Header.Set(k, v)
 	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
 	if c.json {
 		req.Header.Set("Content-Type", "application/json")
+	} else {
+		req.Header.Set("Content-Type", "application/x-protobuf")
 	}
 	if c.gzip {
 		req.Header.Set("Content-Encoding", "gzip")
@@ -253,24 +254,10 @@ func (c *otlpClient) post(ctx context.Context, body []byte) (retry time.Duration
 		return 0, nil
 	case code == http.StatusTooManyRequests || code == http.StatusBadGateway ||
 		code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
-		return retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("otlp: the collector answered %s", resp.Status)
+		return tallyfy.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), fmt.Errorf("otlp: the collector answered %s", resp.Status)
 	default:
 		return -1, fmt.Errorf("otlp: the collector answered %s: %s", resp.Status, tallyfy.OneLine(string(answer), 200))
 	}
-}
-
-// retryAfter is a Retry-After header's wait, 0 when there is none.
-func retryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0)
-	}
-	return 0
 }
 
 // encode is the ExportTraceServiceRequest holding spans: protobuf, or

@@ -68,23 +68,32 @@ func startCollector(t *testing.T, statuses ...int) (*collector, *httptest.Server
 	return c, srv
 }
 
-// TestOTLPProtobufWithHeadersAndGzip: the request is a protobuf
-// ExportTraceServiceRequest, gzipped when asked, at <endpoint>/v1/traces,
-// with the headers of OTEL_EXPORTER_OTLP_HEADERS (values percent-decoded).
-func TestOTLPProtobufWithHeadersAndGzip(t *testing.T) {
+// uploadOnce sends testSpans, with a client of the variables vars gives
+// for a fresh collector's URL, and returns the one request it got.
+func uploadOnce(t *testing.T, vars func(collectorURL string) map[string]string) (*http.Request, []byte) {
+	t.Helper()
 	col, srv := startCollector(t)
-	c, err := newOTLPClient(envOf(map[string]string{
-		envEndpoint:                      srv.URL + "/base/",
-		"OTEL_EXPORTER_OTLP_HEADERS":     "api-key=s%3Dcret, x-team = deletions",
-		"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
-	}))
+	c, err := newOTLPClient(envOf(vars(srv.URL)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.UploadTraces(context.Background(), testSpans()); err != nil {
 		t.Fatalf("UploadTraces: %v", err)
 	}
-	r, body := col.requests[0], col.bodies[0]
+	return col.requests[0], col.bodies[0]
+}
+
+// TestOTLPProtobufWithHeadersAndGzip: the request is a protobuf
+// ExportTraceServiceRequest, gzipped when asked, at <endpoint>/v1/traces,
+// with the headers of OTEL_EXPORTER_OTLP_HEADERS (values percent-decoded).
+func TestOTLPProtobufWithHeadersAndGzip(t *testing.T) {
+	r, body := uploadOnce(t, func(url string) map[string]string {
+		return map[string]string{
+			envEndpoint:                      url + "/base/",
+			"OTEL_EXPORTER_OTLP_HEADERS":     "api-key=s%3Dcret, x-team = deletions",
+			"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+		}
+	})
 	if r.URL.Path != "/base/v1/traces" || r.Method != http.MethodPost {
 		t.Errorf("%s %s, want POST /base/v1/traces", r.Method, r.URL.Path)
 	}
@@ -117,19 +126,13 @@ func TestOTLPProtobufWithHeadersAndGzip(t *testing.T) {
 // TestOTLPJSON: with http/json the body is OTLP's JSON: IDs in hex, enums
 // as numbers, lowerCamelCase names.
 func TestOTLPJSON(t *testing.T) {
-	col, srv := startCollector(t)
-	c, err := newOTLPClient(envOf(map[string]string{
-		envTracesEndpoint:                    srv.URL + "/custom/path",
-		envProtocol:                          "http/protobuf",
-		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.UploadTraces(context.Background(), testSpans()); err != nil {
-		t.Fatalf("UploadTraces: %v", err)
-	}
-	r, body := col.requests[0], col.bodies[0]
+	r, body := uploadOnce(t, func(url string) map[string]string {
+		return map[string]string{
+			envTracesEndpoint:                    url + "/custom/path",
+			envProtocol:                          "http/protobuf",
+			"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json",
+		}
+	})
 	if r.URL.Path != "/custom/path" {
 		t.Errorf("posted to %s, want the traces endpoint as it is", r.URL.Path)
 	}
@@ -247,15 +250,8 @@ func TestTracesURL(t *testing.T) {
 
 // TestOTLPUserAgent: the exporter names itself, not Go's default.
 func TestOTLPUserAgent(t *testing.T) {
-	col, srv := startCollector(t)
-	c, err := newOTLPClient(envOf(map[string]string{envEndpoint: srv.URL}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.UploadTraces(context.Background(), testSpans()); err != nil {
-		t.Fatal(err)
-	}
-	if ua := col.requests[0].Header.Get("User-Agent"); !regexp.MustCompile(`(?i)otlp`).MatchString(ua) {
+	r, _ := uploadOnce(t, func(url string) map[string]string { return map[string]string{envEndpoint: url} })
+	if ua := r.Header.Get("User-Agent"); !regexp.MustCompile(`(?i)otlp`).MatchString(ua) {
 		t.Errorf("User-Agent %q", ua)
 	}
 }
