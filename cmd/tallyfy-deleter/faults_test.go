@@ -140,7 +140,7 @@ func TestFaultNATSRestart(t *testing.T) {
 	rest := time.Since(upAt)
 
 	o := p.settled(seqs)
-	p.everyJobDeleted(o, runs, workers*concurrency, "in flight at the restart")
+	p.everyJobDeleted(o, runs, workers*pastDelete(concurrency), "in flight at the restart")
 	for _, w := range ws {
 		if len(logLines(w, "reconnected to NATS")) == 0 {
 			t.Errorf("worker %s never logged that it reconnected", w.id)
@@ -219,7 +219,7 @@ func TestFaultClusterLeaderLoss(t *testing.T) {
 		t.Errorf("jobs stream leader after the shutdown: %+v, want a node other than %s", info.Cluster, oldLeader)
 	}
 	o := p.settled(seqs)
-	p.everyJobDeleted(o, runs, workers*concurrency, "in flight at the shutdown")
+	p.everyJobDeleted(o, runs, workers*pastDelete(concurrency), "in flight at the shutdown")
 	p.alive()
 	t.Logf("%d jobs; stream leader %s (consumer leader %s) shut down at %d results after %s, new leader %s; every result %s after the shutdown, jobs stream empty %s later; outcomes %v; %d delivered more than once",
 		jobs, oldLeader, consumerLeader, before, downAt.Sub(began).Round(time.Millisecond), info.Cluster.Leader,
@@ -873,7 +873,7 @@ func TestPoolSoak(t *testing.T) {
 	}
 	p.waitResults(jobs, 10*time.Minute)
 	o := p.settled(seqs)
-	p.everyJobDeleted(o, runs, (kills+workers)*concurrency, "in flight at each kill and at the restart")
+	p.everyJobDeleted(o, runs, (kills+workers)*pastDelete(concurrency), "in flight at each kill and at the restart")
 	t.Logf("%d jobs in %s with %d SIGKILLs and a NATS restart; outcomes %v; %d delivered more than once",
 		jobs, time.Since(began).Round(time.Second), kills, o.byOutcome, o.redelivered)
 }

@@ -401,6 +401,13 @@ type outcome struct {
 // letters; every job deleted, or not_found for at most maxNotFound jobs
 // whose DELETE went through without a recorded result (those in flight
 // when something failed, as when says); every run gone.
+// pastDelete is how many jobs one worker at concurrency c can hold whose
+// DELETE may already have been sent: its slots and its spare room, where
+// finished jobs wait for their result event's confirmation (README,
+// "Scaling the pool"). A fault that cuts those confirmations off sends each
+// of them back, and its redelivery finds the run gone: not_found.
+func pastDelete(c int) int { return c + min(c, 64) + 64 }
+
 func (p *pool) everyJobDeleted(o outcome, runs []string, maxNotFound int, when string) {
 	p.t.Helper()
 	if len(o.deadLetters) != 0 {
