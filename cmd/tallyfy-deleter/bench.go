@@ -77,7 +77,7 @@ func parseBenchFlags(args []string, stdout, stderr io.Writer) (opts bench.Option
 	s.Str(&memJobs, "", "memory-jobs", "1000,100000", "backlogs compared by --memory, a comma list, each 1 to 10000000")
 	s.NumIn(&opts.Repeat, "", "repeat", "1", "measure each setting this many times, alternating the loops (and which goes first), and report the medians (1 to 1000)", 1, 1000)
 	s.Bool(&opts.Trace, "", "trace", "false", "also run the worker with tracing on (a span per job and per request, exported over OTLP/HTTP to a local sink that discards them), every job carrying a traceparent")
-	s.Str(&opts.ProfileDir, "", "cpuprofile-dir", "", "write a CPU profile of each child (worker and bare) to this directory")
+	s.Str(&opts.ProfileDir, "", "cpuprofile-dir", "", "write profiles of each run to this directory: the child's CPU and allocations, and the servers' CPU (NATS and the fake API)")
 	rest, code, ok := s.Command("bench", args, func(string) string { return "" }, stdout, stderr, benchHelp)
 	if !ok {
 		return opts, asJSON, code, false

@@ -131,7 +131,7 @@ func checkJSON(t *testing.T, rows []Row) {
 		t.Fatalf("%d objects for %d rows:\n%s", len(objs), len(rows), out.String())
 	}
 	always := []string{"api_latency", "api_latency_ms", "concurrency", "loop", "jobs", "jobs_per_sec", "p50_ms", "p99_ms",
-		"cpu_s_per_10k_jobs", "peak_rss_mib", "allocs_per_job", "alloc_bytes_per_job", "nats_in_per_job",
+		"cpu_s_per_10k_jobs", "peak_rss_mib", "allocs_per_job", "alloc_bytes_per_job", "gcs_per_10k_jobs", "nats_in_per_job",
 		"nats_out_per_job", "other_cpu_cores", "runs"}
 	for i, o := range objs {
 		keys := make([]string, 0, len(o))

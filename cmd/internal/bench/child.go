@@ -27,6 +27,8 @@ type childStats struct {
 	Mallocs uint64 `json:"mallocs"`
 	// TotalAlloc is the bytes those allocations took.
 	TotalAlloc uint64 `json:"total_alloc_bytes"`
+	// NumGC counts the garbage collections over the same time.
+	NumGC uint32 `json:"num_gc"`
 	// The child's own view of its resources at exit; the parent reads the
 	// kernel's account from the exit status instead.
 	UserMS   int64 `json:"user_ms"`
@@ -133,6 +135,8 @@ func (a childArgs) run(ctx context.Context, version string) (int64, error) {
 			return 0, err
 		}
 		defer pprof.StopCPUProfile()
+		// And where the loop allocates, beside it.
+		defer a.writeAllocs()
 	}
 	switch a.loop {
 	case LoopWorker:
@@ -141,6 +145,17 @@ func (a childArgs) run(ctx context.Context, version string) (int64, error) {
 		return bareLoop(ctx, a.natsURL, a.apiURL, a.token, a.concurrency)
 	}
 	return 0, fmt.Errorf("--child %q: want worker or bare", a.loop)
+}
+
+// writeAllocs writes the allocation profile beside the CPU profile, as
+// <name>-allocs.pprof: the run's allocations, sampled.
+func (a childArgs) writeAllocs() {
+	f, err := os.Create(strings.TrimSuffix(a.cpuProfile, ".pprof") + "-allocs.pprof")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 // statsSince is the child's childStats, allocations counted from before.
@@ -154,6 +169,7 @@ func statsSince(before *runtime.MemStats, jobs int64) (childStats, error) {
 	return childStats{
 		Mallocs:    after.Mallocs - before.Mallocs,
 		TotalAlloc: after.TotalAlloc - before.TotalAlloc,
+		NumGC:      after.NumGC - before.NumGC,
 		UserMS:     syscall.TimevalToNsec(ru.Utime) / 1e6,
 		SystemMS:   syscall.TimevalToNsec(ru.Stime) / 1e6,
 		PeakRSS:    peakRSSKiB(),

@@ -36,8 +36,7 @@ func (b *bencher) startChild(loop Loop, c int) (*childProc, error) {
 	args := []string{"bench", "--child", string(child), "--nats-url", b.srv.URL(), "--api-url", b.api.URL(),
 		"--concurrency", strconv.Itoa(c)}
 	if b.profileDir != "" {
-		name := fmt.Sprintf("run%02d-%s-c%d.pprof", b.runs, strings.ReplaceAll(string(loop), "+", "-"), c)
-		args = append(args, "--cpuprofile", filepath.Join(b.profileDir, name))
+		args = append(args, "--cpuprofile", filepath.Join(b.profileDir, profileName(b.runs, loop, c, "child")))
 	}
 	// The OpenTelemetry SDK reads its settings from the environment: the
 	// shell's must not change what is measured, and only the traced child

@@ -7,7 +7,10 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -234,6 +237,7 @@ func (b *bencher) run(ctx context.Context, loop Loop, lat time.Duration, c, n in
 	row.PeakRSSMiB = float64(rep.maxRSSKiB) / 1024
 	row.AllocsPerJob = float64(rep.Mallocs) / float64(n)
 	row.AllocBytesPerJob = float64(rep.TotalAlloc) / float64(n)
+	row.GCsPer10k = float64(rep.NumGC) / float64(n) * 10000
 	return row, nil
 }
 
@@ -284,11 +288,17 @@ func (b *bencher) measure(ctx context.Context, row *Row, what string) (childRepo
 		otlpReqs, otlpBytes = b.sink.counts()
 	}
 	busyBefore, selfBefore, began := machineBusy(), selfCPU(), time.Now()
-	child, err := b.startChild(row.Loop, row.Concurrency)
+	stopProfile, err := b.profileServers(row.Loop, row.Concurrency)
 	if err != nil {
 		return childReport{}, time.Time{}, err
 	}
+	child, err := b.startChild(row.Loop, row.Concurrency)
+	if err != nil {
+		stopProfile()
+		return childReport{}, time.Time{}, err
+	}
 	rep, err := child.waitResults(ctx, b, n, what)
+	stopProfile()
 	if err != nil {
 		return childReport{}, time.Time{}, err
 	}
@@ -413,6 +423,7 @@ func medianRow(rs []Row) Row {
 		func(r *Row) *float64 { return &r.PeakRSSMiB },
 		func(r *Row) *float64 { return &r.AllocsPerJob },
 		func(r *Row) *float64 { return &r.AllocBytesPerJob },
+		func(r *Row) *float64 { return &r.GCsPer10k },
 		func(r *Row) *float64 { return &r.NATSInPerJob },
 		func(r *Row) *float64 { return &r.NATSOutPerJob },
 		func(r *Row) *float64 { return &r.OtherCPU },
@@ -437,4 +448,32 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	}
 	i := int(math.Ceil(p*float64(len(sorted)))) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// profileServers profiles this process, the NATS server and the fake API
+// serving the loop (and the bench's own polling), while the child runs:
+// what the loop costs the rest of the machine. It does nothing without a
+// profile directory; the returned func stops the profile.
+func (b *bencher) profileServers(loop Loop, c int) (func(), error) {
+	if b.profileDir == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(filepath.Join(b.profileDir, profileName(b.runs, loop, c, "servers")))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// profileName names run's profile of loop at concurrency c, taken in who
+// (the child, or the servers).
+func profileName(run int, loop Loop, c int, who string) string {
+	return fmt.Sprintf("run%02d-%s-c%d-%s.pprof", run, strings.ReplaceAll(string(loop), "+", "-"), c, who)
 }

@@ -34,6 +34,9 @@ type Row struct {
 	AllocsPerJob float64 `json:"allocs_per_job"`
 	// AllocBytesPerJob is the heap bytes those allocations took.
 	AllocBytesPerJob float64 `json:"alloc_bytes_per_job"`
+	// GCsPer10k is the garbage collections the child ran per 10,000 jobs:
+	// fewer for a loop holding more (its heap goal is higher).
+	GCsPer10k float64 `json:"gcs_per_10k_jobs"`
 	// NATSInPerJob and NATSOutPerJob are the messages the NATS server took
 	// in (pull requests, publishes, acks) and sent out (jobs, publish acks,
 	// ack confirmations) per job while the loop ran: its round trips.
