@@ -29,16 +29,24 @@ type pending struct {
 // confirm waits for p's result event to be confirmed, then acks the job.
 // An event not confirmed in time (or refused) is published again, waiting,
 // with publish's retries: its message ID makes a second copy a duplicate.
-// One that still cannot be confirmed hands the job back.
-func (w *Worker) confirm(p *pending) {
+// One that still cannot be confirmed hands the job back. The job leaves
+// the worker's hands (released, then ended called) once its ack is
+// confirmed, on the acker's goroutine, or once it is handed back.
+func (w *Worker) confirm(p *pending, ended func()) {
 	t := p.t
 	if err := awaitAck(t.hard, p.ack, w.confirmClock); err != nil {
 		if err := w.publish(t.hard, p.msg); err != nil {
 			w.recordFailed(t, p.job, &recordError{kind: kindResult, err: err})
+			w.release(t)
+			ended()
 			return
 		}
 	}
-	w.acked(t, p.job, p.d, p.res)
+	w.acker.ack(t.msg, func(err error) {
+		w.acked(t, p.job, p.d, p.res, err)
+		w.release(t)
+		ended()
+	})
 }
 
 var (

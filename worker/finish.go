@@ -101,11 +101,10 @@ func (w *Worker) recordFailed(t *task, job Job, err *recordError) {
 	w.publishFailed(t, job, err)
 }
 
-// acked acks a job whose record is confirmed, and says so.
-func (w *Worker) acked(t *task, job Job, d Decision, res Result) {
-	ctx, cancel := w.jsContext()
-	defer cancel()
-	if err := t.msg.DoubleAck(ctx); err != nil {
+// acked says that a job whose record is confirmed was acked: err says why
+// its ack was not confirmed, if it was not.
+func (w *Worker) acked(t *task, job Job, d Decision, res Result, err error) {
+	if err != nil {
 		// The outcome is recorded; a redelivery finds the run gone and its
 		// event is dropped as a duplicate.
 		w.cfg.Metrics.PublishFailed(kindAck)

@@ -112,10 +112,9 @@ const stackReserve = 2 << 10
 func (w *Worker) runSlot(ctx context.Context, queue <-chan *task, jobs *sync.WaitGroup, reserve []byte) {
 	for t := range queue {
 		if p := w.handle(ctx, t); p != nil {
-			jobs.Go(func() {
-				w.confirm(p)
-				w.release(t)
-			})
+			// Done once the job is acked, see confirm.
+			jobs.Add(1)
+			go w.confirm(p, jobs.Done)
 			continue
 		}
 		w.release(t)

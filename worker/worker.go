@@ -87,6 +87,8 @@ type Worker struct {
 	// confirmClock bounds the waits for result events' confirmations
 	// (see awaitAck); it ticks from Run until the jobs are done.
 	confirmClock *periodClock
+	// acker double-acks the jobs whose record is confirmed.
+	acker *acker
 
 	tracked sync.Map // *task → struct{}, for ack-wait heartbeats
 
@@ -135,6 +137,7 @@ func New(js jetstream.JetStream, api Deleter, cfg Config) (*Worker, error) {
 		roomFreed:     make(chan struct{}, 1),
 		consumeErrLog: rate.Sometimes{Interval: 10 * time.Second},
 		confirmClock:  newPeriodClock(),
+		acker:         newAcker(js.Conn()),
 		limiter:       newLimiter(cfg.RateLimit, cfg.RateBurst),
 		tracer:        tracerOf(cfg.TracerProvider),
 		// OpenTelemetry's name for a consumer's span: what it does, and where from.
@@ -250,10 +253,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		duties.Wait()
 		return fmt.Errorf("listening for max-deliveries advisories: %w", err)
 	}
+	if err := w.acker.start(&duties, w.cfg.PublishTimeout, clockDone); err != nil {
+		sw.shutdown()
+		cw.shutdown()
+		hb.shutdown()
+		close(clockDone)
+		duties.Wait()
+		return fmt.Errorf("listening for ack confirmations: %w", err)
+	}
 
 	var jobs sync.WaitGroup
 	w.pull(ctx, hard, cons, &jobs)
 	w.awaitJobs(&jobs, cancelHard)
+	w.acker.stop()
 	sw.shutdown()
 	cw.shutdown()
 	hb.shutdown()
