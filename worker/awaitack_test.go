@@ -74,6 +74,17 @@ func TestAwaitAckAnswers(t *testing.T) {
 		t.Errorf("ended ctx: awaitAck = %v, want context.Canceled", err)
 	}
 
+	// A confirmation already come wins over a shutdown: the job is acked,
+	// not handed back with its event recorded (every time, not by chance
+	// of select).
+	for range 50 {
+		f = newSilentFuture()
+		f.ok <- &jetstream.PubAck{Stream: "results", Sequence: 2}
+		if err := awaitAck(ctx, f, clock); err != nil {
+			t.Fatalf("confirmed publish, ended ctx: awaitAck = %v, want nil", err)
+		}
+	}
+
 	if err := awaitAck(context.Background(), nil, clock); !errors.Is(err, errNotPublished) {
 		t.Errorf("no future: awaitAck = %v, want errNotPublished", err)
 	}

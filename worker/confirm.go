@@ -26,25 +26,42 @@ type pending struct {
 	ack jetstream.PubAckFuture
 }
 
-// confirm waits for p's result event to be confirmed, then acks the job.
-// An event not confirmed in time (or refused) is published again, waiting,
-// with publish's retries: its message ID makes a second copy a duplicate.
-// One that still cannot be confirmed hands the job back. The job leaves
-// the worker's hands (released, then ended called) once its ack is
-// confirmed, on the acker's goroutine, or once it is handed back.
-func (w *Worker) confirm(p *pending, ended func()) {
-	t := p.t
-	if err := awaitAck(t.hard, p.ack, w.confirmClock); err != nil {
-		if err := w.publish(t.hard, p.msg); err != nil {
-			w.recordFailed(t, p.job, &recordError{kind: kindResult, err: err})
-			w.release(t)
-			ended()
-			return
+// confirmer confirms the jobs of confirms in turn, until it is closed (see
+// confirm). One goroutine for them all: their result events' publishes
+// are confirmed in the order they were sent, so while it waits for one the
+// next are confirmed meanwhile, and it parks once for many. A job whose
+// event failed, or was not confirmed in time, is published again by a
+// goroutine of its own, so that the others do not wait behind its retries.
+func (w *Worker) confirmer(confirms <-chan *pending, jobs *sync.WaitGroup) {
+	for p := range confirms {
+		if err := awaitAck(p.t.hard, p.ack, w.confirmClock); err != nil {
+			go w.republish(p, jobs.Done)
+			continue
 		}
+		w.ack(p, jobs.Done)
 	}
-	w.acker.ack(t.msg, func(err error) {
-		w.acked(t, p.job, p.d, p.res, err)
-		w.release(t)
+}
+
+// republish publishes p's result event again, waiting, with publish's
+// retries (its message ID makes a second copy a duplicate), then acks the
+// job; one that still cannot be confirmed hands the job back.
+func (w *Worker) republish(p *pending, ended func()) {
+	if err := w.publish(p.t.hard, p.msg); err != nil {
+		w.recordFailed(p.t, p.job, &recordError{kind: kindResult, err: err})
+		w.release(p.t)
+		ended()
+		return
+	}
+	w.ack(p, ended)
+}
+
+// ack acks p's job, whose record is confirmed. The job leaves the
+// worker's hands (released, then ended called) once the ack is confirmed,
+// or fails, on the acker's goroutine.
+func (w *Worker) ack(p *pending, ended func()) {
+	w.acker.ack(p.t.msg, func(err error) {
+		w.acked(p.t, p.job, p.d, p.res, err)
+		w.release(p.t)
 		ended()
 	})
 }
@@ -66,6 +83,15 @@ func awaitAck(ctx context.Context, f jetstream.PubAckFuture, clock *periodClock)
 		return errNotPublished
 	}
 	ok, failed := f.Ok(), f.Err()
+	// Most are confirmed by the time they are waited for: a confirmation
+	// that has come wins over a shutdown that has too.
+	select {
+	case <-ok:
+		return nil
+	case err := <-failed:
+		return err
+	default:
+	}
 	for range 2 {
 		select {
 		case <-ok:

@@ -29,14 +29,22 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 	// has room for all the jobs the worker may hold (see capacity).
 	//
 	// A slot that has published a job's result event goes on to its next
-	// job, and a goroutine of the job's own waits for JetStream's
-	// confirmation and acks it. Those jobs still count as held, so the
-	// worker never holds more than its slots and prefetch.
+	// job, and the confirmer waits for JetStream's confirmation and acks
+	// it (see confirmer). Those jobs still count as held, so the worker
+	// never holds more than its slots and prefetch; confirms has room for
+	// them all, as queue has.
 	queue := make(chan *task, w.capacity())
 	defer close(queue)
+	confirms := make(chan *pending, w.capacity())
+	var slots sync.WaitGroup
 	for range w.cfg.Concurrency {
-		jobs.Go(func() { w.slot(ctx, queue, jobs) })
+		slots.Go(func() { w.slot(ctx, queue, confirms, jobs) })
 	}
+	jobs.Go(func() {
+		slots.Wait()
+		close(confirms)
+	})
+	jobs.Go(func() { w.confirmer(confirms, jobs) })
 	defer w.stopping.Store(true)
 	// A pull that keeps failing is logged once per interval, not per try.
 	errLog := rate.Sometimes{Interval: 10 * time.Second}
@@ -92,9 +100,9 @@ func (w *Worker) pull(ctx, hard context.Context, cons jetstream.Consumer, jobs *
 // quarter of it, and a slot parked on the queue with a shallow stack had
 // its stack shrunk at every collection, to grow it again (copying it) on
 // its next job's API call, one copy per slot per collection.
-func (w *Worker) slot(ctx context.Context, queue <-chan *task, jobs *sync.WaitGroup) {
+func (w *Worker) slot(ctx context.Context, queue <-chan *task, confirms chan<- *pending, jobs *sync.WaitGroup) {
 	var reserve [stackReserve]byte
-	w.runSlot(ctx, queue, jobs, reserve[:])
+	w.runSlot(ctx, queue, confirms, jobs, reserve[:])
 }
 
 // stackReserve is the stack a slot keeps in use while it waits: a quarter
@@ -109,12 +117,13 @@ const stackReserve = 2 << 10
 // beneath the jobs' calls; reading it at the end keeps it there.
 //
 //go:noinline
-func (w *Worker) runSlot(ctx context.Context, queue <-chan *task, jobs *sync.WaitGroup, reserve []byte) {
+func (w *Worker) runSlot(ctx context.Context, queue <-chan *task, confirms chan<- *pending, jobs *sync.WaitGroup, reserve []byte) {
 	for t := range queue {
 		if p := w.handle(ctx, t); p != nil {
-			// Done once the job is acked, see confirm.
+			// Done once the job has left the worker's hands, see
+			// confirmer.
 			jobs.Add(1)
-			go w.confirm(p, jobs.Done)
+			confirms <- p
 			continue
 		}
 		w.release(t)
