@@ -45,7 +45,7 @@ var natsJetStreamMetadata = map[string]bool{
 }
 
 // perReplicaHold is how many jobs one worker holds at most: its concurrency and its prefetch
-// (README, "Scaling the pool": twice the concurrency, at least 16, at most 128).
+// (README, "Scaling the pool": twice the concurrency, at least 16, at most 256).
 func perReplicaHold(concurrency int) int { return worker.MaxHeld(concurrency) }
 
 // TestScaledObjectBounds: KEDA scales the Deployment on the consumer the worker uses, never past

@@ -12,7 +12,7 @@ import (
 )
 
 // TestPrefetchHoldsAtMostItsStatedShare: a worker holds its slots' jobs
-// and its prefetch (twice the concurrency, at least 16 and at most 128,
+// and its prefetch (twice the concurrency, at least 16 and at most 256,
 // plus the concurrency, at most 64, and 64 more), never more, whatever the
 // backlog.
 func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
@@ -34,7 +34,7 @@ func TestPrefetchHoldsAtMostItsStatedShare(t *testing.T) {
 		defer e.mu.Unlock()
 		return len(e.results) == jobs
 	})
-	if limit := concurrency + min(max(2*concurrency, 16), 128) + min(concurrency, 64) + 64; most > limit {
+	if limit := concurrency + min(max(2*concurrency, 16), 256) + min(concurrency, 64) + 64; most > limit {
 		t.Errorf("the worker held %d jobs at once, more than %d (concurrency %d and its prefetch)", most, limit, concurrency)
 	}
 }

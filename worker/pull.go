@@ -352,8 +352,8 @@ func (w *Worker) flowing() bool {
 // prefetchFor is how many jobs beyond its slots a worker holds: its pull
 // buffer (jobs asked for, on their way from the server) and its spare room
 // (jobs in its hands waiting for a slot, or for their result event's
-// confirmation): 32 + 80 = 112 at concurrency 16, 128 + 128 = 256 from 64
-// up.
+// confirmation): 32 + 80 = 112 at concurrency 16, 128 + 128 = 256 at 64,
+// 256 + 128 = 384 from 128 up.
 func prefetchFor(concurrency int) int { return pullBufferFor(concurrency) + spareFor(concurrency) }
 
 // MaxHeld is how many jobs a worker of that concurrency holds at most: in
@@ -367,13 +367,15 @@ func MaxHeld(concurrency int) int { return concurrency + prefetchFor(concurrency
 // job in hand however long a pull's round trip takes under load: at
 // concurrency 16 a buffer of 16 ran at 0.81 of the bare loop's rate, 32 at
 // 0.88; at concurrency 256, 64 at 0.78 and 128 at 0.85 (`tallyfy-deleter
-// bench`). At most 128: at concurrency 256 a buffer of 256 gained 0.03 to
-// 0.08 for 0.7 to 2.1 MiB more peak RSS with 100,000 jobs waiting (37.3 and
-// 38.1 MiB against 36.6 and 36.0), to the edge of the 40 MB it should stay
-// under.
+// bench`). At most 256: at concurrency 256 (three runs of 5 rounds each,
+// the three binaries alternating) a cap of 128 ran at 0.85, 0.88 and 0.93
+// of the bare loop's rate, 256 at 0.92 to 0.95 and 512 at 0.91 to 0.96;
+// the worker then waited in the iterator's Next for 1.7 s of a 1.8 s run
+// with 128, 0.8 s with 256. Peak RSS with 100,000 jobs waiting moved within
+// its noise (35.2 to 36.9 MiB).
 func (w *Worker) pullBuffer() int { return pullBufferFor(w.cfg.Concurrency) }
 
-func pullBufferFor(concurrency int) int { return min(max(2*concurrency, 16), 128) }
+func pullBufferFor(concurrency int) int { return min(max(2*concurrency, 16), 256) }
 
 // spareFor is the room, beyond the slots, for jobs waiting for a slot or
 // for their result event's confirmation: the concurrency, at most 64, and

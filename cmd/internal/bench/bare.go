@@ -32,7 +32,10 @@ import (
 //   - publish the result event (worker.Result, encoding/json) with
 //     js.PublishMsgAsync and Nats-Msg-Id result-<seq>: the slot goes on to
 //     its next job, and a goroutine of the job's own waits for the
-//     event's ack, then msg.DoubleAck, as the worker does.
+//     event's ack, then msg.DoubleAck: the same two round trips as the
+//     worker's, made as nats.go offers them (the worker makes them its own
+//     way: one confirmer, and acks through a subscription of its own, see
+//     worker/acker.go).
 //
 // No breaker, no logs, no metrics, no heartbeat, no retry, no hand-back:
 // an answer other than 2xx or 404 naks the job.
