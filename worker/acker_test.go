@@ -51,7 +51,7 @@ func (r *ackResult) none(t *testing.T, what string) {
 	}
 }
 
-func startAcker(t *testing.T, nc *nats.Conn) *acker {
+func startAcker(t testing.TB, nc *nats.Conn) *acker {
 	t.Helper()
 	a := newAcker(nc)
 	var wg sync.WaitGroup
@@ -191,5 +191,88 @@ func TestAckerFailures(t *testing.T) {
 		if err := r.wait(t); !errors.Is(err, nats.ErrConnectionClosed) {
 			t.Errorf("got %v, want ErrConnectionClosed", err)
 		}
+	})
+}
+
+// BenchmarkAck: a job's double ack, confirmed, with 64 in flight at once:
+// as jetstream.Msg.DoubleAck makes it (a request) and as the worker's acker
+// does (a reply subject of its own, one subscription for every
+// confirmation). Per op: one job acked and its ack confirmed; the server
+// runs in the same process and is counted too.
+func BenchmarkAck(b *testing.B) {
+	srv := testutil.JetStream(b)
+	nc, js := testutil.Connect(b, srv.URL())
+	// fetched is n jobs delivered and not acked, on a stream of their own.
+	fetched := func(b *testing.B, n int) []jetstream.Msg {
+		b.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = js.DeleteStream(ctx, "ACKS")
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ACKS", Subjects: []string{"acks.>"}}); err != nil {
+			b.Fatal(err)
+		}
+		cons, err := js.CreateOrUpdateConsumer(ctx, "ACKS", jetstream.ConsumerConfig{Durable: "c",
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Hour, MaxAckPending: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range n {
+			if _, err := js.PublishAsync("acks.job", []byte("{}")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		<-js.PublishAsyncComplete()
+		msgs := make([]jetstream.Msg, 0, n)
+		for len(msgs) < n {
+			batch, err := cons.Fetch(min(n-len(msgs), 1000), jetstream.FetchMaxWait(10*time.Second))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+		}
+		return msgs
+	}
+	const inFlight = 64
+
+	b.Run("DoubleAck", func(b *testing.B) {
+		msgs := fetched(b, b.N)
+		sem := make(chan struct{}, inFlight)
+		var wg sync.WaitGroup
+		b.ReportAllocs()
+		b.ResetTimer()
+		for _, m := range msgs {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := m.DoubleAck(ctx); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	})
+	b.Run("acker", func(b *testing.B) {
+		msgs := fetched(b, b.N)
+		a := startAcker(b, nc)
+		sem := make(chan struct{}, inFlight)
+		var wg sync.WaitGroup
+		b.ReportAllocs()
+		b.ResetTimer()
+		for _, m := range msgs {
+			sem <- struct{}{}
+			wg.Add(1)
+			a.ack(m, func(err error) {
+				if err != nil {
+					b.Error(err)
+				}
+				<-sem
+				wg.Done()
+			})
+		}
+		wg.Wait()
 	})
 }

@@ -26,12 +26,13 @@ type pending struct {
 	ack jetstream.PubAckFuture
 }
 
-// confirmer confirms the jobs of confirms in turn, until it is closed (see
-// confirm). One goroutine for them all: their result events' publishes
-// are confirmed in the order they were sent, so while it waits for one the
-// next are confirmed meanwhile, and it parks once for many. A job whose
-// event failed, or was not confirmed in time, is published again by a
-// goroutine of its own, so that the others do not wait behind its retries.
+// confirmer waits for the result event of each job of confirms to be
+// confirmed, then acks the job, in turn, until confirms is closed. One
+// goroutine for them all: their events' publishes are confirmed in the
+// order they were sent, so while it waits for one the next are confirmed
+// meanwhile, and it parks once for many. A job whose event failed, or was
+// not confirmed in time, is published again by a goroutine of its own, so
+// that the others do not wait behind its retries.
 func (w *Worker) confirmer(confirms <-chan *pending, jobs *sync.WaitGroup) {
 	for p := range confirms {
 		if err := awaitAck(p.t.hard, p.ack, w.confirmClock); err != nil {
