@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,8 +13,8 @@ import (
 // acker double-acks jobs without a goroutine waiting for each
 // confirmation: an ack is published with a reply subject of the acker's
 // own, and the confirmation, arriving on the acker's one subscription,
-// runs the ack's callback. An ack not confirmed within one to two periods
-// of its clock (PublishTimeout) fails with errNotConfirmed.
+// runs the ack's callback. An ack not confirmed within one to two ticks of
+// its clock (see expire) fails with errNotConfirmed.
 //
 // jetstream.Msg.DoubleAck makes the same round trip as a request: a
 // context and a timer for its deadline, a reply inbox and a channel, and a
@@ -24,6 +23,7 @@ import (
 type acker struct {
 	nc     *nats.Conn
 	prefix string // the reply subjects' prefix: <inbox>.
+	body   []byte // a double ack's: +ACK, with a reply subject
 	sub    *nats.Subscription
 
 	mu     sync.Mutex
@@ -37,20 +37,16 @@ type ackWait struct {
 	period uint64 // when the ack was sent
 }
 
-// ackBody is a double ack's: +ACK, with a reply subject for the
-// confirmation.
-var ackBody = []byte("+ACK")
-
 // errAckerStopped fails the acks still waiting when the acker stops.
 var errAckerStopped = errors.New("worker stopped before the ack was confirmed")
 
 func newAcker(nc *nats.Conn) *acker {
-	return &acker{nc: nc, prefix: nc.NewInbox() + ".", waits: map[uint64]ackWait{}}
+	return &acker{nc: nc, prefix: nc.NewInbox() + ".", body: []byte("+ACK"), waits: map[uint64]ackWait{}}
 }
 
-// start subscribes to the confirmations and times the acks out every
-// period until stop; wg says when the timing stopped.
-func (a *acker) start(wg *sync.WaitGroup, period time.Duration, done <-chan struct{}) error {
+// start subscribes to the confirmations. The confirmation clock calls
+// expire every PublishTimeout (see Run).
+func (a *acker) start() error {
 	sub, err := a.nc.Subscribe(a.prefix+"*", a.confirmed)
 	if err != nil {
 		return err
@@ -58,18 +54,6 @@ func (a *acker) start(wg *sync.WaitGroup, period time.Duration, done <-chan stru
 	// The confirmations of a burst of acks arrive together.
 	_ = sub.SetPendingLimits(-1, -1)
 	a.sub = sub
-	wg.Go(func() {
-		t := time.NewTicker(period)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				a.expire()
-			}
-		}
-	})
 	return nil
 }
 
@@ -102,7 +86,7 @@ func (a *acker) ack(msg jetstream.Msg, done func(error)) {
 	id := a.next
 	a.waits[id] = ackWait{done: done, period: a.period}
 	a.mu.Unlock()
-	if err := a.nc.PublishRequest(reply, a.prefix+strconv.FormatUint(id, 10), ackBody); err != nil {
+	if err := a.nc.PublishRequest(reply, a.prefix+strconv.FormatUint(id, 10), a.body); err != nil {
 		if w, ok := a.take(id); ok {
 			w.done(err)
 		}

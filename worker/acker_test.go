@@ -54,17 +54,11 @@ func (r *ackResult) none(t *testing.T, what string) {
 func startAcker(t testing.TB, nc *nats.Conn) *acker {
 	t.Helper()
 	a := newAcker(nc)
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	// An hour: the tests tick it themselves (expire).
-	if err := a.start(&wg, time.Hour, done); err != nil {
+	// No clock: the tests call expire themselves.
+	if err := a.start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		close(done)
-		wg.Wait()
-		a.stop()
-	})
+	t.Cleanup(a.stop)
 	return a
 }
 
@@ -168,15 +162,11 @@ func TestAckerFailures(t *testing.T) {
 		}
 		defer silent.Unsubscribe()
 		a := newAcker(nc)
-		var wg sync.WaitGroup
-		done := make(chan struct{})
-		if err := a.start(&wg, time.Hour, done); err != nil {
+		if err := a.start(); err != nil {
 			t.Fatal(err)
 		}
 		r := newAckResult()
 		a.ack(replyOnly{reply: "silent.stop"}, r.done)
-		close(done)
-		wg.Wait()
 		a.stop()
 		if err := r.wait(t); !errors.Is(err, errAckerStopped) {
 			t.Errorf("got %v, want errAckerStopped", err)

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,4 +89,34 @@ func TestAwaitAckAnswers(t *testing.T) {
 	if err := awaitAck(context.Background(), nil, clock); !errors.Is(err, errNotPublished) {
 		t.Errorf("no future: awaitAck = %v, want errNotPublished", err)
 	}
+}
+
+// TestPeriodClockCallsAlso: the clock runs what else it is given on every
+// tick (the acker's expiry, see Run), and stops when told.
+func TestPeriodClockCallsAlso(t *testing.T) {
+	clock := newPeriodClock()
+	calls := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	ended := clock.current()
+	clock.start(&wg, time.Millisecond, done, func() {
+		select {
+		case calls <- struct{}{}:
+		default:
+		}
+	})
+	for i := range 2 {
+		select {
+		case <-calls:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d never came", i+1)
+		}
+	}
+	select {
+	case <-ended:
+	default:
+		t.Error("the clock called also without ending the period")
+	}
+	close(done)
+	wg.Wait()
 }

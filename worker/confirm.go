@@ -128,8 +128,9 @@ func (c *periodClock) tick() {
 	close(*c.end.Swap(&next))
 }
 
-// start ticks every period until done is closed; wg says when it stopped.
-func (c *periodClock) start(wg *sync.WaitGroup, period time.Duration, done <-chan struct{}) {
+// start ticks every period until done is closed, calling each of also
+// after each tick; wg says when it stopped.
+func (c *periodClock) start(wg *sync.WaitGroup, period time.Duration, done <-chan struct{}, also ...func()) {
 	wg.Go(func() {
 		t := time.NewTicker(period)
 		defer t.Stop()
@@ -139,6 +140,9 @@ func (c *periodClock) start(wg *sync.WaitGroup, period time.Duration, done <-cha
 				return
 			case <-t.C:
 				c.tick()
+				for _, f := range also {
+					f()
+				}
 			}
 		}
 	})

@@ -245,7 +245,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	clockDone := make(chan struct{})
 	hb.start(&duties)
 	cw.start(&duties)
-	w.confirmClock.start(&duties, w.cfg.PublishTimeout, clockDone)
+	// The same clock times out the acks whose confirmation has not come.
+	w.confirmClock.start(&duties, w.cfg.PublishTimeout, clockDone, w.acker.expire)
 	if err := sw.start(); err != nil {
 		cw.shutdown()
 		hb.shutdown()
@@ -253,7 +254,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		duties.Wait()
 		return fmt.Errorf("listening for max-deliveries advisories: %w", err)
 	}
-	if err := w.acker.start(&duties, w.cfg.PublishTimeout, clockDone); err != nil {
+	if err := w.acker.start(); err != nil {
 		sw.shutdown()
 		cw.shutdown()
 		hb.shutdown()
