@@ -30,9 +30,13 @@ type pending struct {
 // confirmed, then acks the job, in turn, until confirms is closed. One
 // goroutine for them all: their events' publishes are confirmed in the
 // order they were sent, so while it waits for one the next are confirmed
-// meanwhile, and it parks once for many. A job whose event failed, or was
-// not confirmed in time, is published again by a goroutine of its own, so
-// that the others do not wait behind its retries.
+// meanwhile, and it parks once for many. A confirmation that is late holds
+// those behind it, at most PublishTimeout (JetStreamOptions times every
+// publish out): they share its stream and connection, so they are late
+// too, and while they wait their jobs' ack waits are kept alive as any
+// job's in the worker's hands. A job whose event failed, or was not
+// confirmed in time, is published again by a goroutine of its own, so that
+// the others do not wait behind its retries.
 func (w *Worker) confirmer(confirms <-chan *pending, jobs *sync.WaitGroup) {
 	for p := range confirms {
 		if err := awaitAck(p.t.hard, p.ack, w.confirmClock); err != nil {
