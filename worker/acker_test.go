@@ -136,12 +136,18 @@ func TestAckerFailures(t *testing.T) {
 			t.Errorf("got %v, want ErrNoResponders", err)
 		}
 	})
-	t.Run("no answer", func(t *testing.T) {
-		silent, err := nc.SubscribeSync("silent.ack")
+	// silent listens on subject and never answers.
+	silent := func(t *testing.T, subject string) *nats.Subscription {
+		t.Helper()
+		sub, err := nc.SubscribeSync(subject)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer silent.Unsubscribe()
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		return sub
+	}
+	t.Run("no answer", func(t *testing.T) {
+		silent := silent(t, "silent.ack")
 		a := startAcker(t, nc)
 		r := newAckResult()
 		a.ack(replyOnly{reply: "silent.ack"}, r.done)
@@ -156,15 +162,8 @@ func TestAckerFailures(t *testing.T) {
 		}
 	})
 	t.Run("stopped", func(t *testing.T) {
-		silent, err := nc.SubscribeSync("silent.stop")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer silent.Unsubscribe()
-		a := newAcker(nc)
-		if err := a.start(); err != nil {
-			t.Fatal(err)
-		}
+		silent(t, "silent.stop")
+		a := startAcker(t, nc)
 		r := newAckResult()
 		a.ack(replyOnly{reply: "silent.stop"}, r.done)
 		a.stop()

@@ -242,6 +242,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		metrics: w.cfg.Metrics, jsContext: w.jsContext, sweepStranded: w.sweepStranded})
 	sw := newAdvisorySweeper(sweeperParams{conn: w.js.Conn(), stream: w.cfg.JobsStream,
 		consumer: w.cfg.Consumer, log: w.log, sweep: w.sweepOne})
+	// The acker listens first: a failure then has nothing else to stop.
+	if err := w.acker.start(); err != nil {
+		return fmt.Errorf("listening for ack confirmations: %w", err)
+	}
 	clockDone := make(chan struct{})
 	hb.start(&duties)
 	cw.start(&duties)
@@ -252,15 +256,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		hb.shutdown()
 		close(clockDone)
 		duties.Wait()
+		w.acker.stop()
 		return fmt.Errorf("listening for max-deliveries advisories: %w", err)
-	}
-	if err := w.acker.start(); err != nil {
-		sw.shutdown()
-		cw.shutdown()
-		hb.shutdown()
-		close(clockDone)
-		duties.Wait()
-		return fmt.Errorf("listening for ack confirmations: %w", err)
 	}
 
 	var jobs sync.WaitGroup
