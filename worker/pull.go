@@ -142,9 +142,10 @@ func (w *Worker) runSlot(ctx context.Context, queue <-chan *task, confirms chan<
 // waits a round trip for its next job. Each job taken comes into the
 // worker's hands (its ack wait kept alive from then on), once there is
 // room: at most room() jobs in the worker's hands, and at most pullBuffer()
-// more on their way from the server. While draining it does not wait for
-// room, so the drain ends at once: the jobs it takes then are handed back
-// by their slot, or kept through a pause.
+// more on their way from the server. A pull that ends is first withdrawn
+// (see withdraw), then drained; from the withdrawal on it does not wait
+// for room, so the drain ends at once: the jobs it takes then are handed
+// back by their slot, or kept through a pause.
 //
 // Not a Consume: nats.go (1.55, 1.56) skips renewing a pull while its
 // previous pull request is still being sent, and a Consume only looks
@@ -160,9 +161,7 @@ func (w *Worker) runSlot(ctx context.Context, queue <-chan *task, confirms chan<
 // spent, where a Consume would have queued them.
 func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, queue chan<- *task) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(w.pullBuffer()),
-		// The pull requests expire as a Fetch's would, at least after
-		// the 1s nats.go asks for.
-		jetstream.PullExpiry(max(w.cfg.PullWait, time.Second)),
+		jetstream.PullExpiry(w.consumeExpiry()),
 		jetstream.PullHeartbeat(consumeHeartbeat))
 	if err != nil {
 		return err
@@ -171,18 +170,28 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 	defer close(end)
 
 	// draining is closed when the pull is to end; crowded when the jobs on
-	// their way may have waited a quarter of the ack wait (see bufferAge).
+	// their way may have waited a quarter of the ack wait (see bufferAge);
+	// withdrawing when the loop is to stop asking for jobs, and stopped
+	// once it has (see withdraw).
 	draining := make(chan struct{})
 	crowded := make(chan struct{})
-	// The watcher owns the pull's end: it drains the iterator once the
-	// worker stops flowing, ctx ends, the jobs crowd, or the iterator
-	// ended by itself (done).
+	withdrawing := make(chan struct{})
+	stopped := make(chan struct{})
+	// The watcher owns the pull's end: once the worker stops flowing or
+	// ctx ends it withdraws the pull, then drains the iterator; when the
+	// jobs crowd, or the iterator ended by itself (done), it drains it at
+	// once.
 	done := make(chan struct{})
+	withdrawn, cutWait := context.WithCancel(context.Background())
+	defer cutWait()
 	var watch sync.WaitGroup
 	watch.Go(func() {
 		w.awaitFlowEnd(ctx, crowded, done)
 		if ctx.Err() != nil {
 			w.stopping.Store(true)
+		}
+		if !closed(crowded) && !closed(done) {
+			w.withdraw(withdrawing, cutWait, stopped, done)
 		}
 		close(draining)
 		it.Drain()
@@ -198,15 +207,32 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 	roomTimer.Stop()
 	var quiet time.Duration
 	for {
+		select {
+		case <-withdrawing:
+			// Next may ask for more jobs: none until the drain.
+			if !closed(stopped) {
+				close(stopped)
+			}
+			<-draining
+		default:
+		}
 		// Waits of consumeKick close the gap above; once no job has come
 		// for two heartbeats, a longer wait lets the iterator notice
 		// missed heartbeats (a pull request the server lost) and ask
 		// again.
 		wait := consumeKick
+		var msg jetstream.Msg
+		var err error
 		if quiet >= 2*consumeHeartbeat {
+			// A long wait, which a withdrawal cuts short (one context
+			// per wait, only while no job comes).
 			wait = 3 * consumeHeartbeat
+			nctx, cancel := context.WithTimeout(withdrawn, wait)
+			msg, err = it.Next(jetstream.NextContext(nctx))
+			cancel()
+		} else {
+			msg, err = it.Next(jetstream.NextMaxWait(wait))
 		}
-		msg, err := it.Next(jetstream.NextMaxWait(wait))
 		switch {
 		case err == nil:
 			quiet = 0
@@ -217,7 +243,7 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 			default:
 				return errors.New("the pull of jobs ended by itself")
 			}
-		case errors.Is(err, nats.ErrTimeout):
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 			quiet += wait
 			continue
 		case errors.Is(err, jetstream.ErrNoHeartbeat):
@@ -235,7 +261,7 @@ func (w *Worker) consume(ctx, hard context.Context, cons jetstream.Consumer, que
 		}
 		var waited time.Duration
 		if w.inflight.Load() >= room {
-			waited = w.awaitRoom(room, draining, crowded, roomTimer, w.cfg.AckWait/4-age.total())
+			waited = w.awaitRoom(room, withdrawing, crowded, roomTimer, w.cfg.AckWait/4-age.total())
 		}
 		// The jobs behind this one on their way are not in the worker's
 		// hands: their ack wait runs while the loop waits.
@@ -280,11 +306,58 @@ func (w *Worker) awaitFlowEnd(ctx context.Context, crowded, done <-chan struct{}
 	}
 }
 
+// withdraw ends the pull's asking for jobs before it is drained: it tells
+// the loop to stop calling Next (which may ask again) and, once it has,
+// waits for the pull requests still open on the server to expire. A
+// drain unsubscribes the pull's inbox, and a job the server was sending to
+// an open request as it did would find no subscriber: JetStream redelivers
+// it at once, but counts that delivery when it was the job's first, so a
+// job on max deliver 1 was dead-lettered max_deliveries, and any other
+// lost a delivery, for a worker withdrawing its pull (a pause, a breaker
+// that opened, credentials it cannot use, shutdown). The jobs that arrive
+// meanwhile wait in the iterator's buffer for the drain, which takes them
+// all. cut ends the loop's wait in Next, if any; done ends the wait (the
+// pull ended by itself).
+func (w *Worker) withdraw(withdrawing chan struct{}, cut func(), stopped, done <-chan struct{}) {
+	close(withdrawing)
+	cut()
+	select {
+	case <-stopped:
+	case <-done:
+		return
+	}
+	t := time.NewTimer(w.consumeExpiry() + withdrawSlack)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
+	}
+}
+
+// withdrawSlack covers the time a pull request takes to reach the server
+// and to be answered when it expires.
+const withdrawSlack = 250 * time.Millisecond
+
+// consumeExpiry is how long the pull's requests wait on the server: the
+// least nats.go takes, since a withdrawal waits for them (see withdraw).
+// A pull that flows renews them long before; an idle one asks again every
+// second.
+func (w *Worker) consumeExpiry() time.Duration { return time.Second }
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 // awaitRoom waits until the worker has fewer than room jobs in its hands,
-// the pull drains or is crowded, or at most limit, and says how long it
-// waited.
+// the pull is withdrawn (ending is closed) or crowded, or at most limit,
+// and says how long it waited.
 // timer is consume's own, stopped: one per pull rather than one per wait.
-func (w *Worker) awaitRoom(room int64, draining, crowded chan struct{}, timer *time.Timer, limit time.Duration) time.Duration {
+func (w *Worker) awaitRoom(room int64, ending, crowded chan struct{}, timer *time.Timer, limit time.Duration) time.Duration {
 	start := time.Now()
 	timer.Reset(max(limit, 0))
 	defer timer.Stop()
@@ -292,7 +365,7 @@ func (w *Worker) awaitRoom(room int64, draining, crowded chan struct{}, timer *t
 		select {
 		case <-w.roomFreed:
 			continue
-		case <-draining:
+		case <-ending:
 		case <-crowded:
 		case <-timer.C:
 		}
