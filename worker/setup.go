@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/nats-io/nats.go"
-
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -99,7 +99,7 @@ func (w *Worker) setupOnce(ctx context.Context) (jetstream.Consumer, error) {
 	jobs, results, dlq := w.cfg.StreamConfigs()
 	if !w.cfg.SkipProvision {
 		for _, sc := range []jetstream.StreamConfig{jobs, results, dlq} {
-			if _, err := w.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			if err := w.ensureStream(ctx, sc); err != nil {
 				return nil, fmt.Errorf("creating or updating stream %s: %w", sc.Name, err)
 			}
 		}
@@ -140,4 +140,50 @@ func (w *Worker) setupOnce(ctx context.Context) (jetstream.Consumer, error) {
 		w.cfg.AckWait = info.AckWait
 	}
 	return cons, nil
+}
+
+// ensureStream creates the stream sc, or brings the settings of an
+// existing one that the worker provisions (see provisioned) to sc's,
+// keeping the others (limits an operator set) as they are. A stream that
+// already has them is left alone: a pool's workers start together, and
+// each update, even one that changes nothing, rewrites the stream's
+// configuration on the server while the others bind their consumer.
+func (w *Worker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) error {
+	for range 2 {
+		s, err := w.js.Stream(ctx, sc.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = w.js.CreateStream(ctx, sc)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				// Another worker created it meanwhile, otherwise.
+				continue
+			}
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		got := s.CachedInfo().Config
+		want := provisioned(got, sc)
+		if reflect.DeepEqual(got, want) {
+			return nil
+		}
+		_, err = w.js.UpdateStream(ctx, want)
+		return err
+	}
+	return fmt.Errorf("stream %s appeared and vanished twice while this worker created it", sc.Name)
+}
+
+// provisioned is the stream configuration cur with the settings the worker
+// provisions taken from sc: its name, description, subjects, retention,
+// storage, maximum age, duplicate window and replicas.
+func provisioned(cur, sc jetstream.StreamConfig) jetstream.StreamConfig {
+	cur.Name = sc.Name
+	cur.Description = sc.Description
+	cur.Subjects = sc.Subjects
+	cur.Retention = sc.Retention
+	cur.Storage = sc.Storage
+	cur.MaxAge = sc.MaxAge
+	cur.Duplicates = sc.Duplicates
+	cur.Replicas = sc.Replicas
+	return cur
 }
