@@ -2,7 +2,12 @@ package service
 
 import (
 	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -14,9 +19,10 @@ import (
 
 // Run is `tallyfy-deleter run` once its settings are loaded: the worker,
 // wired to NATS, Tallyfy, metrics and probes, working until ctx is
-// cancelled. It returns the exit status: 0 after a clean stop, 1 when it
-// could not start (NATS unreachable), 2 when it refused to (settings that
-// cannot work).
+// cancelled. It returns the exit status: 0 after a clean stop (a stop
+// while it still waits for NATS included), 1 when it could not start (NATS
+// refused the connection, the streams could not be set up), 2 when it
+// refused to (settings that cannot work).
 func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Logger) int {
 	cfg.Worker.Logger = &log
 	log.Info().Str("version", version).Interface("config", cfg.Effective).Msg("effective configuration")
@@ -42,7 +48,36 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 		}
 	}()
 	cfg.Worker.TracerProvider = tp
-	nc, err := cli.ConnectNATS(&cfg.NATS, "tallyfy-deleter "+cfg.WorkerName(), &log)
+	// The probes answer from the start: live, and unready until the worker
+	// is connected and bound, so that one waiting for NATS is not
+	// restarted by its liveness probe, nor sent traffic.
+	var running atomic.Pointer[parts]
+	if cfg.HTTPAddr != "" {
+		// A taken port must not stop deletions: several workers on one host
+		// with the default address would otherwise all but one refuse to
+		// run. Without the server the probes fail, which is visible enough.
+		ready := func() (bool, []string) {
+			p := running.Load()
+			if p == nil {
+				return false, []string{"connecting to NATS"}
+			}
+			return readiness(p.nc, p.w)
+		}
+		srv, err := startHTTP(cfg.HTTPAddr, reg, ready, &log)
+		if err != nil {
+			log.Error().Err(err).Str("addr", cfg.HTTPAddr).Msg("DELETER_HTTP_ADDR: cannot listen; running without /metrics, /healthz and /readyz")
+		} else {
+			defer srv.stop()
+		}
+	}
+	nc, err := connectNATS(ctx, &cfg.NATS, "tallyfy-deleter "+cfg.WorkerName(), &log)
+	if ctx.Err() != nil {
+		if nc != nil {
+			nc.Close()
+		}
+		log.Info().Msg("stopped before NATS could be reached; nothing was taken")
+		return 0
+	}
 	if err != nil {
 		log.Error().Err(err).Str("nats_url", cli.RedactURLs(cfg.NATS.Servers())).Msg("cannot connect to NATS")
 		return 1
@@ -58,17 +93,7 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 		log.Error().Str("error", settings.Describe(err)).Msg("refusing to start")
 		return 2
 	}
-	if cfg.HTTPAddr != "" {
-		// A taken port must not stop deletions: several workers on one host
-		// with the default address would otherwise all but one refuse to
-		// run. Without the server the probes fail, which is visible enough.
-		srv, err := startHTTP(cfg.HTTPAddr, reg, func() (bool, []string) { return readiness(nc, w) }, &log)
-		if err != nil {
-			log.Error().Err(err).Str("addr", cfg.HTTPAddr).Msg("DELETER_HTTP_ADDR: cannot listen; running without /metrics, /healthz and /readyz")
-		} else {
-			defer srv.stop()
-		}
-	}
+	running.Store(&parts{nc, w})
 	if cfg.Worker.DryRun {
 		log.Warn().Msg("DELETER_DRY_RUN is on: nothing will be deleted")
 	}
@@ -81,6 +106,57 @@ func Run(ctx context.Context, cfg *settings.Run, version string, log zerolog.Log
 		log.Warn().Err(err).Msg("draining the NATS connection")
 	}
 	return 0
+}
+
+// parts are what readiness looks at once the worker exists.
+type parts struct {
+	nc *nats.Conn
+	w  *worker.Worker
+}
+
+// Waits between connect attempts while no NATS server can be reached: the
+// first retry after natsRetryFirst, each wait twice the last, up to
+// natsRetryMax.
+const (
+	natsRetryFirst = time.Second
+	natsRetryMax   = 30 * time.Second
+)
+
+// connectNATS connects as cli.ConnectNATS does, trying again while no
+// server can be reached (see unreachable) until ctx ends: a worker started
+// before NATS, or cut off from it, waits for it rather than exiting (and
+// crash-looping, its restarts spaced ever wider, long after NATS is back).
+// A server that answers and refuses (TLS, credentials) ends it at once:
+// waiting would not change the settings. Each attempt is bounded by
+// nats.go's connect timeout, 2 s a server, which is also how long a signal
+// may wait.
+func connectNATS(ctx context.Context, to cli.NATSTarget, name string, log *zerolog.Logger) (*nats.Conn, error) {
+	wait := natsRetryFirst
+	for attempt := 1; ; attempt++ {
+		nc, err := cli.ConnectNATS(to, name, log)
+		if err == nil || !unreachable(err) {
+			return nc, err
+		}
+		log.Warn().Err(err).Str("nats_url", cli.RedactURLs(to.Servers())).Int("attempt", attempt).
+			Dur("retry_in", wait).Msg("NATS unreachable; trying again")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, natsRetryMax)
+	}
+}
+
+// unreachable says whether a connect failed for want of a server to talk
+// to: none listening, a name that does not resolve, a dial or a greeting
+// that timed out.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, nats.ErrNoServers) || errors.Is(err, nats.ErrTimeout) ||
+		(errors.As(err, &op) && op.Op == "dial")
 }
 
 // newAPIClient builds the Tallyfy client with the credentials LoadRun
