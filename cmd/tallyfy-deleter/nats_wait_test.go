@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -36,21 +35,8 @@ func TestRunWaitsForNATS(t *testing.T) {
 	api := testutil.NewFakeTallyfy(t)
 	start := func(t *testing.T, port int) (*exec.Cmd, *lockedBuffer, string) {
 		addr := freeAddr(t)
-		cmd := exec.Command(binary, "run")
-		cmd.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+strconv.Itoa(port), "TALLYFY_API_URL="+api.URL(),
+		cmd, logs := startBinaryCmd(t, "NATS_URL=nats://127.0.0.1:"+strconv.Itoa(port), "TALLYFY_API_URL="+api.URL(),
 			"TALLYFY_ACCESS_TOKEN="+api.Token(), "TALLYFY_ORG_ID=org1", "DELETER_HTTP_ADDR="+addr)
-		logs := &lockedBuffer{}
-		cmd.Stderr = logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("worker log:\n%s", logs.String())
-			}
-		})
 		waitFor(t, 10*time.Second, "a warning that NATS is unreachable", func() bool {
 			return strings.Contains(logs.String(), "NATS unreachable; trying again")
 		})

@@ -30,6 +30,13 @@ func freeAddr(t *testing.T) string {
 // startBinary runs `tallyfy-deleter run` with env added to the process's.
 func startBinary(t *testing.T, env ...string) *lockedBuffer {
 	t.Helper()
+	_, logs := startBinaryCmd(t, env...)
+	return logs
+}
+
+// startBinaryCmd is startBinary, with the process to signal.
+func startBinaryCmd(t *testing.T, env ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
 	cmd := exec.Command(binary, "run")
 	cmd.Env = append(os.Environ(), env...)
 	logs := &lockedBuffer{}
@@ -44,7 +51,7 @@ func startBinary(t *testing.T, env ...string) *lockedBuffer {
 			t.Logf("worker log:\n%s", logs.String())
 		}
 	})
-	return logs
+	return cmd, logs
 }
 
 func get(t *testing.T, url string) (int, string) {
