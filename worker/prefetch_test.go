@@ -268,3 +268,38 @@ func TestJobsOnTheirWayKeepTheirAckWait(t *testing.T) {
 		}
 	}
 }
+
+// TestJobsArrivingAsAPullIsWithdrawnKeepTheirAckWait: jobs that reach the
+// worker just after a 429 pause begins, while it withdraws its pull (they
+// wait in the pull's buffer, not yet in its hands), are not left there
+// past their ack wait: with a max deliver of 1, the server would give up
+// on them and the sweeper dead-letter them max_deliveries while the worker
+// went on to delete them.
+func TestJobsArrivingAsAPullIsWithdrawnKeepTheirAckWait(t *testing.T) {
+	const jobs = 6
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.MaxDeliver = 1
+	cfg.AckWait = time.Second
+	e.start(cfg)
+	e.api.AddRun(testOrg, "rpause", true)
+	e.api.Script(testOrg, "rpause", testutil.Response{Status: 429, RetryAfter: "2"})
+	runs := make([]string, jobs)
+	for i := range jobs {
+		runs[i] = fmt.Sprintf("rlate%d", i)
+		e.api.AddRun(testOrg, runs[i], true)
+	}
+	e.publish(job(testOrg, "rpause"))
+	e.waitFor(5*time.Second, "the 429", func() bool { return e.api.DeleteCount(testOrg, "rpause") >= 1 })
+	for _, run := range runs {
+		e.publish(job(testOrg, run))
+	}
+	for _, r := range e.waitResults(jobs+1, 30*time.Second) {
+		if r.Outcome != worker.OutcomeDeleted || r.Attempts != 1 {
+			t.Errorf("run %s: %s/%s, attempts %d; want deleted on its first delivery", r.RunID, r.Outcome, r.Reason, r.Attempts)
+		}
+	}
+	if n := len(e.deadLetters()); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+}

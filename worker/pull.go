@@ -326,12 +326,24 @@ func (w *Worker) withdraw(withdrawing chan struct{}, cut func(), stopped, done <
 	case <-done:
 		return
 	}
-	t := time.NewTimer(w.consumeExpiry() + withdrawSlack)
+	t := time.NewTimer(w.withdrawWait())
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-done:
 	}
+}
+
+// withdrawWait is how long a withdrawal waits for the pull requests still
+// open on the server: until they expire, but never more than a quarter of
+// the ack wait. The jobs that arrive meanwhile are not yet in the worker's
+// hands, their ack wait running: with an ack wait of 1 s, waiting out the
+// requests' 1.25 s let the server give up on a job's last delivery in the
+// buffer (dead-lettered max_deliveries by the sweeper while the worker went
+// on to delete it). Under an ack wait of 5 s a withdrawal may therefore
+// still cut off a job on its way, at the price of a delivery.
+func (w *Worker) withdrawWait() time.Duration {
+	return min(w.consumeExpiry()+withdrawSlack, w.cfg.AckWait/4)
 }
 
 // withdrawSlack covers the time a pull request takes to reach the server

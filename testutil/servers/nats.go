@@ -48,6 +48,10 @@ type NATSOptions struct {
 	// share the server's one account, JetStream enabled.
 	Users map[string]string
 	NKeys []string
+	// Permissions limits what a user of Users may publish and subscribe
+	// to (its Publish and Subscribe Allow lists, as in the server's
+	// authorization block); a user without an entry may do anything.
+	Permissions map[string]*server.Permissions
 }
 
 // ClusterOptions places a server in a cluster.
@@ -109,7 +113,12 @@ func StartNATS(opts NATSOptions) (*NATS, error) {
 		}
 		opts.TLS = opts.TLS.Clone()
 	}
-	opts.Users, opts.NKeys = maps.Clone(opts.Users), slices.Clone(opts.NKeys)
+	opts.Users, opts.NKeys, opts.Permissions = maps.Clone(opts.Users), slices.Clone(opts.NKeys), maps.Clone(opts.Permissions)
+	for name := range opts.Permissions {
+		if _, ok := opts.Users[name]; !ok {
+			return nil, fmt.Errorf("testutil: NATSOptions.Permissions for %q, who is not in Users", name)
+		}
+	}
 	n := &NATS{opts: opts}
 	srv, err := n.start()
 	if err != nil {
@@ -184,7 +193,11 @@ func (n *NATS) start() (*server.Server, error) {
 		sopts.TLSTimeout = tlsTimeout.Seconds()
 	}
 	for name, password := range n.opts.Users {
-		sopts.Users = append(sopts.Users, &server.User{Username: name, Password: password})
+		u := &server.User{Username: name, Password: password}
+		if p := n.opts.Permissions[name]; p != nil {
+			u.Permissions = p
+		}
+		sopts.Users = append(sopts.Users, u)
 	}
 	for _, key := range n.opts.NKeys {
 		sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: key})
