@@ -13,6 +13,9 @@ import (
 
 // StreamConfigs returns the jobs, results and dead-letter stream
 // configurations the worker provisions.
+//
+// provisioned copies onto an existing stream exactly the fields set here:
+// a field added here must be added there too.
 func (c Config) StreamConfigs() (jobs, results, dlq jetstream.StreamConfig) {
 	c = c.withDefaults()
 	jobs = jetstream.StreamConfig{

@@ -193,11 +193,7 @@ func (n *NATS) start() (*server.Server, error) {
 		sopts.TLSTimeout = tlsTimeout.Seconds()
 	}
 	for name, password := range n.opts.Users {
-		u := &server.User{Username: name, Password: password}
-		if p := n.opts.Permissions[name]; p != nil {
-			u.Permissions = p
-		}
-		sopts.Users = append(sopts.Users, u)
+		sopts.Users = append(sopts.Users, &server.User{Username: name, Password: password, Permissions: n.opts.Permissions[name]})
 	}
 	for _, key := range n.opts.NKeys {
 		sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: key})
