@@ -61,12 +61,17 @@ func (w *Worker) republish(p *pending, ended func()) {
 }
 
 // ack acks p's job, whose record is confirmed. The job leaves the
-// worker's hands (released, then ended called) once the ack is confirmed,
-// or fails, on the acker's goroutine.
+// worker's hands, and its room, as its ack is sent: nothing is left to do
+// for it but to learn whether the ack was confirmed, and its ack wait
+// needs no keeping alive (an ack that is lost lets the job come back, to
+// find its run gone). The server counts it among the worker's unacked
+// jobs until it has read the ack, a round trip at most. ended is called
+// once the ack is confirmed, or fails, on the acker's goroutine.
 func (w *Worker) ack(p *pending, ended func()) {
+	w.leave(p.t)
 	w.acker.ack(p.t.msg, func(err error) {
 		w.acked(p.t, p.job, p.d, p.res, err)
-		w.release(p.t)
+		p.t.endTrace()
 		ended()
 	})
 }

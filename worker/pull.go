@@ -464,8 +464,8 @@ func pullBufferFor(concurrency int) int { return min(max(2*concurrency, 16), 256
 
 // spareFor is the room, beyond the slots, for jobs waiting for a slot or
 // for their result event's confirmation: the concurrency, at most 64, and
-// 64 more. A finished job waits two round trips to JetStream (the
-// publish's ack, then the job's double ack), milliseconds when the cores
+// 64 more. A finished job waits a round trip to JetStream (the publish's
+// ack; it leaves as its own ack is sent), milliseconds when the cores
 // are busy, so at a high rate the confirmations alone fill tens of places
 // whatever the concurrency: at concurrency 16 a spare room of 16 ran at
 // 0.84 of the bare loop's rate and 80 at 0.97; at 64, 64 at 0.85 and 128
@@ -525,6 +525,12 @@ func benignFetchError(err error) bool {
 // release lets go of a job done with: handed back, or acked.
 func (w *Worker) release(t *task) {
 	t.endTrace()
+	w.leave(t)
+}
+
+// leave takes t out of the worker's hands: out of the room and of the ack
+// wait's heartbeats.
+func (w *Worker) leave(t *task) {
 	w.tracked.Delete(t)
 	w.inflight.Add(-1)
 	w.cfg.Metrics.JobEnded()
